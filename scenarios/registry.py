@@ -1,0 +1,127 @@
+"""Streams by name: ``build(name, seed=..., **params)`` and ``available()``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from scenarios import streams
+from scenarios.errors import ScenarioError
+from scenarios.params import Param, closest, resolve
+from scenarios.sources import SOURCES, load_source
+from scenarios.stream import Stream, to_avalanche
+from scenarios.transforms import INTERPOLATIONS
+
+
+@dataclass(frozen=True)
+class StreamDef:
+    """A registered stream: its builder, what it is, and its declared parameters."""
+
+    name: str
+    builder: streams.Builder
+    description: str
+    params: tuple[Param, ...]
+    reconcile: Callable[[dict[str, Any], dict[str, Any]], dict[str, Any]] | None = None
+
+
+def _source_params(default: str = "mnist5k") -> tuple[Param, ...]:
+    return (
+        Param("source", "str", default, "where the examples come from", choices=SOURCES),
+        Param("data_root", "str", None, "folder of torchvision sources (default ~/.cache/clbench/data)", optional=True),
+        Param("path", "str", None, "the .npz file of source npz", optional=True),
+        Param("download", "bool", True, "download a torchvision source that is not under data_root"),
+        Param("test_per_task", "int", None, "cap on test examples per task (null: the whole test split)",
+              minimum=1, optional=True),
+    )
+
+
+def _permuted_params(n_tasks: int, per_task: int) -> tuple[Param, ...]:
+    return _source_params() + (
+        Param("n_tasks", "int", n_tasks, "number of tasks", minimum=1),
+        Param("per_task", "int", per_task, "training examples per task", minimum=1),
+        Param("identity_first", "bool", False, "task 0 keeps the original pixel order"),
+        Param("task_labels", "bool", False, "give task k the task label k (default: one label, single head)"),
+    )
+
+
+def _split_params(source: str, n_tasks: int) -> tuple[Param, ...]:
+    return _source_params(source) + (
+        Param("n_tasks", "int", n_tasks, "number of tasks; must divide the number of classes", minimum=1),
+        Param("per_task", "int", None, "training examples per task (null: all of the task's classes)",
+              minimum=1, optional=True),
+        Param("task_incremental", "bool", False, "task-IL with task labels (true) or class-IL single head (false)"),
+        Param("class_order", "int-list", None, "fixed order of the classes (default ascending)", optional=True),
+        Param("shuffle_classes", "bool", False, "order the classes at random by the seed"),
+    )
+
+
+def _definitions() -> dict[str, StreamDef]:
+    defs = [
+        StreamDef("permuted-mnist", streams.permuted,
+                  "one fixed random pixel permutation per task (GEM/MER Permutations)", _permuted_params(20, 1000)),
+        StreamDef("many-permutations", streams.permuted,
+                  "Permutations with 100 tasks x 200 examples (MER Many Permutations)", _permuted_params(100, 200)),
+        StreamDef("rotated-mnist", streams.rotated,
+                  "one fixed rotation angle per task, drawn in [0, 180) degrees (GEM/MER Rotations)",
+                  _source_params() + (
+                      Param("n_tasks", "int", 20, "number of tasks (set by angles when they are given)", minimum=1),
+                      Param("per_task", "int", 1000, "training examples per task", minimum=1),
+                      Param("angles", "float-list", None, "explicit angle per task, in degrees", optional=True),
+                      Param("interpolation", "str", "bilinear", "pixel interpolation of the rotation",
+                            choices=INTERPOLATIONS),
+                      Param("task_labels", "bool", False, "give task k the task label k (default: single head)"),
+                  ), reconcile=streams.reconcile_angles),
+        StreamDef("split-mnist", streams.split, "classes divided into tasks (class- or task-incremental)",
+                  _split_params("mnist5k", 5)),
+        StreamDef("split-cifar10", streams.split, "split with CIFAR-10 as the default source",
+                  _split_params("cifar10", 5)),
+        StreamDef("split-cifar100", streams.split, "split with CIFAR-100 as the default source (20 tasks)",
+                  _split_params("cifar100", 20)),
+    ]
+    return {d.name: d for d in defs}
+
+
+def normalise(name: str) -> str:
+    """Stream names are matched case-insensitively, with '_' and ' ' read as '-'."""
+    return name.strip().lower().replace("_", "-").replace(" ", "-")
+
+
+def definition(name: str) -> StreamDef:
+    """The registered stream ``name``, or a ScenarioError listing the names there are."""
+    defs = _definitions()
+    key = normalise(name) if isinstance(name, str) else name
+    if key not in defs:
+        raise ScenarioError(f"unknown scenario '{name}'{closest(str(key), defs)}; allowed: {', '.join(defs)}")
+    return defs[key]
+
+
+def available() -> dict[str, dict[str, Any]]:
+    """Every stream name with its parameters and their defaults."""
+    return {name: {p.name: p.default for p in d.params} for name, d in _definitions().items()}
+
+
+def build(name: str, *, seed: int = 0, **params: Any) -> Stream:
+    """Build the stream ``name`` for ``seed``: same seed and parameters -> identical tensors,
+    in the same order."""
+    d = definition(name)
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ScenarioError(f"{d.name}: seed must be an integer >= 0, got {seed!r}")
+    resolved = resolve(d.name, d.params, params)
+    if d.reconcile is not None:
+        resolved = d.reconcile(resolved, params)
+    if resolved["source"] != "npz" and resolved["path"] is not None:
+        raise ScenarioError(f"{d.name}: 'path' is only for source npz, not '{resolved['source']}'")
+    data = load_source(resolved["source"], data_root=resolved["data_root"], path=resolved["path"],
+                       download=resolved["download"])
+    tasks = d.builder(data, seed=seed, **resolved)
+    task_labelled = bool(resolved.get("task_incremental") or resolved.get("task_labels"))
+    return Stream(
+        name=d.name,
+        params=resolved,
+        benchmark=to_avalanche(tasks),
+        input_shape=data.input_shape,
+        n_classes=data.n_classes,
+        task_labels=task_labelled,
+        classes_per_task=tuple(t.classes for t in tasks),
+        default_backbone=data.backbone,
+    )

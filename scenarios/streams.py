@@ -1,0 +1,153 @@
+"""The standard task streams: how one source becomes a sequence of tasks.
+
+Each builder is a pure function of (source data, seed, resolved parameters) that returns the
+tasks as tensors; :mod:`scenarios.registry` validates parameters, loads the source and wraps
+the tasks into an Avalanche scenario.
+
+Protocols (GEM, MER and La-MAML run scripts): one fixed pixel permutation per task, or one
+fixed rotation angle per task drawn uniformly in [0, 180) degrees; 1000 training examples per
+task for 20 tasks, 200 per task for Many Permutations (100 tasks). Examples of one task are
+drawn without replacement from the source's training split, independently for every task.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import torch
+
+from scenarios.errors import ScenarioError
+from scenarios.sources import ImageData
+from scenarios.stream import TaskData
+from scenarios.transforms import permute_pixels, pixel_permutation, rotate_images, task_generator
+
+# purposes of random draws; see transforms.task_generator
+_SAMPLE, _PERMUTATION, _ANGLE, _CLASS_ORDER, _TEST = 1, 2, 3, 4, 5
+
+
+def _sample_train(data: ImageData, per_task: int, *, seed: int, task: int) -> tuple[torch.Tensor, torch.Tensor]:
+    n = len(data.y_train)
+    if per_task > n:
+        raise ScenarioError(
+            f"per_task={per_task} is larger than the {n} training examples of source '{data.name}'; allowed: 1 .. {n}"
+        )
+    idx = torch.randperm(n, generator=task_generator(seed, _SAMPLE, task))[:per_task]
+    return data.x_train[idx], data.y_train[idx]
+
+
+def _test_subset(data: ImageData, test_per_task: int | None, *, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    if test_per_task is None or test_per_task >= len(data.y_test):
+        return data.x_test, data.y_test
+    idx = torch.randperm(len(data.y_test), generator=task_generator(seed, _TEST, 0))[:test_per_task]
+    idx, _ = idx.sort()
+    return data.x_test[idx], data.y_test[idx]
+
+
+def _all_classes(data: ImageData) -> tuple[int, ...]:
+    return tuple(range(data.n_classes))
+
+
+def permuted(data: ImageData, *, seed: int, n_tasks: int, per_task: int, identity_first: bool,
+             task_labels: bool, test_per_task: int | None, **_: Any) -> list[TaskData]:
+    """Permuted streams: task k applies one fixed random pixel permutation to its training
+    examples and to the whole test set (task 0 unpermuted when ``identity_first``)."""
+    n_pixels = data.x_train.shape[-1] if data.x_train.dim() == 2 else data.x_train.shape[-1] * data.x_train.shape[-2]
+    x_te, y_te = _test_subset(data, test_per_task, seed=seed)
+    tasks = []
+    for k in range(n_tasks):
+        x, y = _sample_train(data, per_task, seed=seed, task=k)
+        if k == 0 and identity_first:
+            perm = torch.arange(n_pixels)
+        else:
+            perm = pixel_permutation(n_pixels, task_generator(seed, _PERMUTATION, k))
+        tasks.append(TaskData(permute_pixels(x, perm), y, permute_pixels(x_te, perm), y_te,
+                              k if task_labels else 0, _all_classes(data)))
+    return tasks
+
+
+def reconcile_angles(resolved: dict[str, Any], given: dict[str, Any]) -> dict[str, Any]:
+    """Explicit ``angles`` fix the number of tasks; an explicit ``n_tasks`` must agree."""
+    angles = resolved["angles"]
+    if angles is None:
+        return resolved
+    if not angles:
+        raise ScenarioError("angles is empty; give at least one angle, or leave it out to draw them")
+    if "n_tasks" in given and given["n_tasks"] != len(angles):
+        raise ScenarioError(f"n_tasks={given['n_tasks']} but {len(angles)} angles were given; make them agree")
+    return {**resolved, "n_tasks": len(angles)}
+
+
+def rotated(data: ImageData, *, seed: int, n_tasks: int, per_task: int, angles: list[float] | None,
+            interpolation: str, task_labels: bool, test_per_task: int | None, **_: Any) -> list[TaskData]:
+    """Rotated streams: task k rotates its examples and the test set by one fixed angle, drawn
+    uniformly in [0, 180) degrees unless ``angles`` lists them (see :func:`reconcile_angles`)."""
+    if not data.is_image:
+        raise ScenarioError(
+            f"rotated streams need images (N, H, W) or (N, C, H, W); source '{data.name}' gives flat vectors of shape {data.input_shape}"
+        )
+    x_te, y_te = _test_subset(data, test_per_task, seed=seed)
+    tasks = []
+    for k in range(n_tasks):
+        if angles is not None:
+            angle = float(angles[k])
+        else:
+            angle = float(torch.rand((), generator=task_generator(seed, _ANGLE, k), dtype=torch.float64) * 180.0)
+        x, y = _sample_train(data, per_task, seed=seed, task=k)
+        tasks.append(TaskData(rotate_images(x, angle, interpolation=interpolation), y,
+                              rotate_images(x_te, angle, interpolation=interpolation), y_te,
+                              k if task_labels else 0, _all_classes(data)))
+    return tasks
+
+
+def rotation_angles(*, seed: int, n_tasks: int) -> list[float]:
+    """The angles a rotated stream draws for ``seed`` (for reports and tests)."""
+    return [float(torch.rand((), generator=task_generator(seed, _ANGLE, k), dtype=torch.float64) * 180.0)
+            for k in range(n_tasks)]
+
+
+def split(data: ImageData, *, seed: int, n_tasks: int, per_task: int | None, task_incremental: bool,
+          class_order: list[int] | None, shuffle_classes: bool, test_per_task: int | None, **_: Any) -> list[TaskData]:
+    """Split streams: the classes, in ``class_order`` (default ascending, or shuffled by the
+    seed with ``shuffle_classes``), cut into ``n_tasks`` equal groups; task k holds the
+    training and test examples of its group. Task-incremental streams give task k the task
+    label k; class-incremental ones give every task label 0 (one head over all classes)."""
+    n_classes = data.n_classes
+    if n_classes % n_tasks:
+        divisors = [d for d in range(1, n_classes + 1) if n_classes % d == 0]
+        raise ScenarioError(
+            f"n_tasks={n_tasks} does not divide the {n_classes} classes of source '{data.name}'; "
+            f"allowed: {', '.join(map(str, divisors))}"
+        )
+    if class_order is not None:
+        if sorted(class_order) != list(range(n_classes)):
+            raise ScenarioError(
+                f"class_order must list each class 0 .. {n_classes - 1} of source '{data.name}' exactly once, got {class_order}"
+            )
+        if shuffle_classes:
+            raise ScenarioError("give class_order or shuffle_classes: true, not both")
+        order = list(class_order)
+    elif shuffle_classes:
+        order = torch.randperm(n_classes, generator=task_generator(seed, _CLASS_ORDER, 0)).tolist()
+    else:
+        order = list(range(n_classes))
+    size = n_classes // n_tasks
+    x_te_all, y_te_all = _test_subset(data, test_per_task, seed=seed)
+    tasks = []
+    for k in range(n_tasks):
+        classes = tuple(order[k * size:(k + 1) * size])
+        wanted = torch.tensor(classes)
+        tr = torch.isin(data.y_train, wanted).nonzero().squeeze(1)
+        if per_task is not None:
+            if per_task > len(tr):
+                raise ScenarioError(
+                    f"per_task={per_task} is larger than the {len(tr)} training examples of classes {list(classes)}; "
+                    f"allowed: 1 .. {len(tr)} or null for all"
+                )
+        tr = tr[torch.randperm(len(tr), generator=task_generator(seed, _SAMPLE, k))][:per_task]
+        te = torch.isin(y_te_all, wanted).nonzero().squeeze(1)
+        tasks.append(TaskData(data.x_train[tr], data.y_train[tr], x_te_all[te], y_te_all[te],
+                              k if task_incremental else 0, classes))
+    return tasks
+
+
+Builder = Callable[..., list[TaskData]]

@@ -1,0 +1,40 @@
+"""Shared test helpers: small real-format data files written into temporary folders."""
+
+from __future__ import annotations
+
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+
+def write_idx(path: Path, array: np.ndarray) -> None:
+    """Write ``array`` (uint8) in the IDX format of the MNIST files (big-endian header)."""
+    array = np.ascontiguousarray(array, dtype=np.uint8)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "wb") as f:
+        f.write(struct.pack(">HBB", 0, 0x08, array.ndim))
+        f.write(struct.pack(">" + "I" * array.ndim, *array.shape))
+        f.write(array.tobytes())
+
+
+def write_mnist_folder(root: Path, *, folder: str = "MNIST", n_train: int = 60, n_test: int = 20, seed: int = 0):
+    """A tiny dataset in torchvision's on-disk MNIST layout (``root/<folder>/raw``)."""
+    rng = np.random.default_rng(seed)
+    raw = root / folder / "raw"
+    arrays = {}
+    for prefix, n in (("train", n_train), ("t10k", n_test)):
+        x = rng.integers(0, 256, size=(n, 28, 28), dtype=np.uint8)
+        y = (np.arange(n) % 10).astype(np.uint8)
+        write_idx(raw / f"{prefix}-images-idx3-ubyte", x)
+        write_idx(raw / f"{prefix}-labels-idx1-ubyte", y)
+        arrays[prefix] = (x, y)
+    return arrays
+
+
+@pytest.fixture
+def mnist_root(tmp_path):
+    """A data root holding a tiny MNIST in torchvision's format, and the arrays written."""
+    arrays = write_mnist_folder(tmp_path)
+    return tmp_path, arrays
