@@ -1,0 +1,155 @@
+"""Hyperparameters declared in a factory's signature.
+
+A strategy factory takes ``model`` and ``context`` and declares each hyperparameter as a
+keyword-only argument with a type annotation and a default; ``typing.Annotated`` adds the
+allowed range or choices::
+
+    def er(*, model, context, lr: Annotated[float, Range(gt=0)] = 0.1,
+           mem_size: Annotated[int, Range(ge=1)] = 200): ...
+
+:func:`declared` reads them back as :class:`HParam`; :func:`resolve` validates a user's values.
+"""
+
+from __future__ import annotations
+
+import difflib
+import inspect
+import math
+import typing
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping
+
+from strategies.errors import StrategyError
+
+RESERVED = ("model", "context")
+
+
+@dataclass(frozen=True)
+class Range:
+    """Numeric bounds: ``gt``/``ge`` below, ``lt``/``le`` above (None: unbounded)."""
+
+    gt: float | None = None
+    ge: float | None = None
+    lt: float | None = None
+    le: float | None = None
+
+    def describe(self) -> str:
+        parts = []
+        if self.gt is not None:
+            parts.append(f"> {self.gt:g}")
+        if self.ge is not None:
+            parts.append(f">= {self.ge:g}")
+        if self.lt is not None:
+            parts.append(f"< {self.lt:g}")
+        if self.le is not None:
+            parts.append(f"<= {self.le:g}")
+        return " and ".join(parts)
+
+    def admits(self, v: float) -> bool:
+        return ((self.gt is None or v > self.gt) and (self.ge is None or v >= self.ge)
+                and (self.lt is None or v < self.lt) and (self.le is None or v <= self.le))
+
+
+@dataclass(frozen=True)
+class Choice:
+    """The allowed values of a string hyperparameter."""
+
+    values: tuple[str, ...]
+
+    def __init__(self, *values: str):
+        object.__setattr__(self, "values", tuple(values))
+
+
+@dataclass(frozen=True)
+class HParam:
+    """One declared hyperparameter."""
+
+    name: str
+    type: type
+    default: Any
+    range: Range | None = None
+    choice: Choice | None = None
+
+    @property
+    def kind(self) -> str:
+        return self.type.__name__
+
+    def allowed(self) -> str:
+        if self.choice is not None:
+            return ", ".join(self.choice.values)
+        if self.range is not None:
+            return f"{self.kind} {self.range.describe()}"
+        return self.kind
+
+    def check(self, value: Any, *, owner: str) -> Any:
+        where = f"strategy '{owner}': hyperparameter '{self.name}'"
+        t = self.type
+        if t is bool:
+            if not isinstance(value, bool):
+                raise StrategyError(f"{where} must be true or false, got {value!r}")
+            return value
+        if t in (int, float):
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise StrategyError(f"{where} must be {'an integer' if t is int else 'a number'}, got {value!r}")
+            if t is int:
+                if isinstance(value, float) and not value.is_integer():
+                    raise StrategyError(f"{where} must be an integer, got {value!r}")
+                value = int(value)
+            else:
+                value = float(value)
+                if not math.isfinite(value):
+                    raise StrategyError(f"{where} must be a finite number, got {value!r}")
+            if self.range is not None and not self.range.admits(value):
+                raise StrategyError(f"{where} must be {self.range.describe()}, got {value!r}")
+            return value
+        if t is str:
+            if not isinstance(value, str):
+                raise StrategyError(f"{where} must be a string, got {value!r}")
+            if self.choice is not None and value not in self.choice.values:
+                raise StrategyError(f"{where} is {value!r}; allowed: {', '.join(self.choice.values)}")
+            return value
+        return value
+
+
+def declared(factory: Callable[..., Any], *, owner: str) -> tuple[HParam, ...]:
+    """The hyperparameters of ``factory``: its keyword-only arguments other than model/context."""
+    try:
+        hints = typing.get_type_hints(factory, include_extras=True)
+    except Exception as exc:
+        raise StrategyError(f"strategy '{owner}': cannot read its annotations ({type(exc).__name__}: {exc})") from None
+    out = []
+    target = factory.__init__ if inspect.isclass(factory) else factory
+    for p in inspect.signature(target).parameters.values():
+        if p.name in RESERVED or p.name == "self" or p.kind in (p.VAR_KEYWORD, p.VAR_POSITIONAL):
+            continue
+        if p.kind is not p.KEYWORD_ONLY or p.default is p.empty:
+            raise StrategyError(
+                f"strategy '{owner}': argument '{p.name}' must be keyword-only with a default (a hyperparameter)"
+            )
+        hint = hints.get(p.name, type(p.default))
+        rng = choice = None
+        if typing.get_origin(hint) is typing.Annotated:
+            base, *extras = typing.get_args(hint)
+            rng = next((e for e in extras if isinstance(e, Range)), None)
+            choice = next((e for e in extras if isinstance(e, Choice)), None)
+            hint = base
+        if hint not in (int, float, bool, str):
+            raise StrategyError(f"strategy '{owner}': hyperparameter '{p.name}' must be int, float, bool or str")
+        out.append(HParam(p.name, hint, p.default, rng, choice))
+    return tuple(out)
+
+
+def closest(name: str, allowed) -> str:
+    """A ' (did you mean ...?)' hint, or ''."""
+    match = difflib.get_close_matches(name, list(allowed), n=1, cutoff=0.6)
+    return f" (did you mean '{match[0]}'?)" if match else ""
+
+
+def resolve(owner: str, params: tuple[HParam, ...], given: Mapping[str, Any]) -> dict[str, Any]:
+    """Every hyperparameter of ``owner`` with its value: ``given`` checked, defaults filled in."""
+    names = [p.name for p in params]
+    for key in given:
+        if key not in names:
+            allowed = ", ".join(names) if names else "none"
+            raise StrategyError(f"strategy '{owner}': unknown hyperparameter '{key}'{closest(key, names)}; allowed: {allowed}")
+    return {p.name: p.check(given[p.name], owner=owner) if p.name in given else p.default for p in params}

@@ -1,0 +1,63 @@
+"""Reservoir memory kept in preallocated tensors.
+
+Reservoir sampling (Vitter 1985, Algorithm R; used by MER, Riemer et al. 2019, Sec. 3.1 and
+Algorithm 1, and by ER, Chaudhry et al. 2019): the i-th example of the stream (0-based) is
+stored while the memory has room; afterwards it replaces a random slot j with probability
+size / (i + 1), j drawn uniformly in [0, i]. After any number of examples the memory is a
+uniform sample without replacement of everything seen.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+
+class ReservoirMemory:
+    """A fixed-size uniform sample of a stream of (x, y, t) examples."""
+
+    def __init__(self, *, size: int, seed: int = 0, device: str | torch.device = "cpu"):
+        if size < 1:
+            raise ValueError(f"memory size must be >= 1, got {size}")
+        self.size = size
+        self.device = torch.device(device)
+        self.seen = 0
+        self._rng = np.random.default_rng(seed)
+        self.x: torch.Tensor | None = None
+        self.y = torch.empty(size, dtype=torch.long, device=self.device)
+        self.t = torch.empty(size, dtype=torch.long, device=self.device)
+
+    def __len__(self) -> int:
+        return min(self.seen, self.size)
+
+    def add(self, x: torch.Tensor, y: torch.Tensor, t: torch.Tensor) -> None:
+        """Offer every example of a batch to the reservoir, in order."""
+        if self.x is None:
+            self.x = torch.empty((self.size, *x.shape[1:]), dtype=x.dtype, device=self.device)
+        slots, rows = [], []
+        for row in range(len(x)):
+            i = self.seen
+            self.seen += 1
+            if i < self.size:
+                slot = i
+            else:
+                slot = int(self._rng.integers(0, i + 1))
+                if slot >= self.size:
+                    continue
+            slots.append(slot)
+            rows.append(row)
+        if slots:
+            # a later example of the batch may overwrite the slot of an earlier one: keep the last
+            last = {s: r for s, r in zip(slots, rows)}
+            idx = torch.tensor(list(last.keys()), device=self.device)
+            src = torch.tensor(list(last.values()), device=x.device)
+            self.x[idx] = x.detach()[src].to(self.device)
+            self.y[idx] = y.detach()[src].to(self.device)
+            self.t[idx] = t.detach()[src].to(self.device)
+
+    def sample(self, k: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``min(k, len(self))`` distinct stored examples, drawn uniformly."""
+        n = len(self)
+        k = min(k, n)
+        idx = torch.as_tensor(self._rng.choice(n, size=k, replace=False), device=self.device)
+        return self.x[idx], self.y[idx], self.t[idx]

@@ -1,0 +1,178 @@
+"""The strategy registry: strategies by name, their hyperparameters, and plugin discovery.
+
+- ``@register("name", aliases=(...))`` on a factory function or a strategy class taking
+  ``model`` and ``context`` keyword arguments and keyword-only hyperparameters.
+- Names are normalised (``La_MAML`` == ``la-maml``); a duplicate name is an error.
+- Plugins come from the entry-point group ``clbench.strategies`` (each entry point names a
+  module that registers its strategies on import) or from a single file
+  (:meth:`Registry.load_file`). A plugin that fails to import is remembered with its error and
+  raises only when one of its strategies is asked for; others go on working.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import sys
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+from strategies.errors import StrategyError
+from strategies.hparams import HParam, closest, declared, resolve
+
+ENTRY_POINT_GROUP = "clbench.strategies"
+
+
+def normalise(name: str) -> str:
+    """Lower case, with '_' and spaces read as '-'."""
+    if not isinstance(name, str) or not name.strip():
+        raise StrategyError(f"a strategy name must be a non-empty string, got {name!r}")
+    return name.strip().lower().replace("_", "-").replace(" ", "-")
+
+
+@dataclass(frozen=True)
+class StrategyDef:
+    """A registered strategy."""
+
+    name: str
+    factory: Callable[..., Any]
+    hparams: tuple[HParam, ...]
+    description: str
+    origin: str
+    check: Callable[[dict[str, Any]], None] | None = None
+
+    def defaults(self) -> dict[str, Any]:
+        return {h.name: h.default for h in self.hparams}
+
+
+class Registry:
+    """Strategies by normalised name. The package keeps one, :data:`strategies.REGISTRY`;
+    tests make their own."""
+
+    def __init__(self, *, builtins: Callable[["Registry"], None] | None = None) -> None:
+        self._builtins = builtins
+        self._defs: dict[str, StrategyDef] = {}
+        self._aliases: dict[str, str] = {}
+        self._broken: dict[str, str] = {}  # plugin name -> one-line error
+        self._loaded_entry_points = False
+
+    # -- registration -------------------------------------------------------------------
+    def register(self, name: str, *, aliases: tuple[str, ...] = (), description: str | None = None,
+                 check: Callable[[dict[str, Any]], None] | None = None, origin: str = "clbench"):
+        """Decorator: register a factory or strategy class under ``name`` (and ``aliases``).
+
+        ``check`` receives the resolved hyperparameters and raises StrategyError where they
+        disagree with each other (say, a replay batch larger than the memory)."""
+        key = normalise(name)
+
+        def decorate(factory: Callable[..., Any]) -> Callable[..., Any]:
+            for k in (key, *map(normalise, aliases)):
+                if k in self._defs or k in self._aliases:
+                    raise StrategyError(f"strategy name '{k}' is already registered (by {self._origin_of(k)})")
+            doc = description or (factory.__doc__ or "").strip().split("\n")[0]
+            self._defs[key] = StrategyDef(key, factory, declared(factory, owner=key), doc, origin, check)
+            for a in aliases:
+                self._aliases[normalise(a)] = key
+            return factory
+
+        return decorate
+
+    def _origin_of(self, key: str) -> str:
+        d = self._defs.get(self._aliases.get(key, key))
+        return d.origin if d else "?"
+
+    # -- look-up ------------------------------------------------------------------------
+    def names(self) -> list[str]:
+        self.load_entry_points()
+        return sorted(self._defs)
+
+    def get(self, name: str) -> StrategyDef:
+        """The strategy ``name``, or a StrategyError listing the names there are."""
+        self.load_entry_points()
+        key = normalise(name)
+        key = self._aliases.get(key, key)
+        if key in self._defs:
+            return self._defs[key]
+        if self._broken:
+            broken = "; ".join(f"{p}: {e}" for p, e in self._broken.items())
+            hint = f" (plugins that failed to load: {broken})"
+        else:
+            hint = ""
+        raise StrategyError(
+            f"unknown strategy '{name}'{closest(key, [*self._defs, *self._aliases])}; allowed: {', '.join(sorted(self._defs))}{hint}"
+        )
+
+    def available(self) -> dict[str, dict[str, Any]]:
+        """Every strategy name with its hyperparameters and their defaults."""
+        return {n: self._defs[n].defaults() for n in self.names()}
+
+    def resolve(self, name: str, given: Mapping[str, Any] | None = None) -> tuple[str, dict[str, Any]]:
+        """(canonical name, every hyperparameter with its checked value)."""
+        d = self.get(name)
+        values = resolve(d.name, d.hparams, dict(given or {}))
+        if d.check is not None:
+            d.check(values)
+        return d.name, values
+
+    def build(self, name: str, *, model: Any, context: Any, **hparams: Any) -> Any:
+        """The Avalanche strategy ``name`` for ``model``, with checked hyperparameters."""
+        key, values = self.resolve(name, hparams)
+        return self._defs[key].factory(model=model, context=context, **values)
+
+    # -- plugins ------------------------------------------------------------------------
+    def load_entry_points(self) -> None:
+        """Register the built-in strategies, then every entry point of the group
+        ``clbench.strategies``, once. An entry point names either a module that registers its
+        strategies on import, or a factory/class registered under the entry point's name."""
+        if self._loaded_entry_points:
+            return
+        self._loaded_entry_points = True
+        if self._builtins is not None:
+            self._builtins(self)
+        from importlib.metadata import entry_points
+
+        for ep in entry_points(group=ENTRY_POINT_GROUP):
+            try:
+                obj = ep.load()
+                if not isinstance(obj, type(sys)):
+                    self.register(ep.name, origin=f"entry point {ep.value}")(obj)
+            except StrategyError as exc:
+                self._broken[ep.name] = str(exc)
+            except Exception as exc:
+                self._broken[ep.name] = _one_line(exc)
+
+    def load_file(self, path: str | Path) -> list[str]:
+        """Run the plugin file ``path`` (it registers with ``@strategies.register``) and return
+        the names it added. A failing file raises StrategyError naming the file."""
+        p = Path(path)
+        if not p.is_file():
+            raise StrategyError(f"plugin file not found: {p}")
+        if p.suffix != ".py":
+            raise StrategyError(f"plugin file {p} must be a Python file ending in .py")
+        self.load_entry_points()
+        before = set(self._defs)
+        module_name = f"clbench_plugin_{abs(hash(str(p.resolve())))}"
+        spec = importlib.util.spec_from_file_location(module_name, p)
+        if spec is None or spec.loader is None:
+            raise StrategyError(f"plugin file {p} cannot be imported")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[module_name] = module
+        try:
+            spec.loader.exec_module(module)
+        except StrategyError as exc:
+            sys.modules.pop(module_name, None)
+            raise StrategyError(f"plugin {p}: {exc}") from None
+        except Exception as exc:
+            sys.modules.pop(module_name, None)
+            raise StrategyError(f"plugin {p} failed to load: {_one_line(exc)}") from None
+        return sorted(set(self._defs) - before)
+
+
+def _one_line(exc: BaseException) -> str:
+    """``Type: message (file:line)`` of the innermost frame, on one line."""
+    tb = traceback.extract_tb(exc.__traceback__)
+    where = f" ({Path(tb[-1].filename).name}:{tb[-1].lineno})" if tb else ""
+    msg = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return f"{type(exc).__name__}: {msg}{where}"
