@@ -4,6 +4,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 CONFIG ?= configs/quickstart.yaml
+JOBS   ?= 2
 
 .PHONY: run test test-all list clean-venv
 
@@ -21,7 +22,7 @@ $(VENV)/.installed-test: pyproject.toml | $(BIN)/python
 	touch $(VENV)/.installed $@
 
 run: $(VENV)/.installed
-	$(BIN)/clbench run $(CONFIG)
+	$(BIN)/clbench run $(CONFIG) --jobs $(JOBS)
 
 test: $(VENV)/.installed-test
 	$(BIN)/python -m pytest

@@ -10,9 +10,9 @@ This package depends on nothing else of the suite.
 
 from scenarios.errors import ScenarioError
 from scenarios.params import Param
-from scenarios.registry import available, build, definition
+from scenarios.registry import available, build, definition, resolve_params
 from scenarios.sources import SOURCES, ImageData, load_source
 from scenarios.stream import Stream, TaskData
 
-__all__ = ["ScenarioError", "Param", "available", "build", "definition", "SOURCES", "ImageData",
+__all__ = ["ScenarioError", "Param", "available", "build", "definition", "resolve_params", "SOURCES", "ImageData",
            "load_source", "Stream", "TaskData"]

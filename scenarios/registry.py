@@ -100,17 +100,24 @@ def available() -> dict[str, dict[str, Any]]:
     return {name: {p.name: p.default for p in d.params} for name, d in _definitions().items()}
 
 
+def resolve_params(name: str, **params: Any) -> tuple[str, dict[str, Any]]:
+    """(canonical stream name, every parameter with its checked value), without loading data."""
+    d = definition(name)
+    resolved = resolve(d.name, d.params, params)
+    if d.reconcile is not None:
+        resolved = d.reconcile(resolved, params)
+    if resolved["source"] != "npz" and resolved["path"] is not None:
+        raise ScenarioError(f"{d.name}: 'path' is only for source npz, not '{resolved['source']}'")
+    return d.name, resolved
+
+
 def build(name: str, *, seed: int = 0, **params: Any) -> Stream:
     """Build the stream ``name`` for ``seed``: same seed and parameters -> identical tensors,
     in the same order."""
     d = definition(name)
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise ScenarioError(f"{d.name}: seed must be an integer >= 0, got {seed!r}")
-    resolved = resolve(d.name, d.params, params)
-    if d.reconcile is not None:
-        resolved = d.reconcile(resolved, params)
-    if resolved["source"] != "npz" and resolved["path"] is not None:
-        raise ScenarioError(f"{d.name}: 'path' is only for source npz, not '{resolved['source']}'")
+    _, resolved = resolve_params(d.name, **params)
     data = load_source(resolved["source"], data_root=resolved["data_root"], path=resolved["path"],
                        download=resolved["download"])
     tasks = d.builder(data, seed=seed, **resolved)

@@ -62,6 +62,18 @@ def make_online_replay_plugin(*, mem_size: int, replay_batch: int, seed: int, de
     return OnlineReservoirReplay()
 
 
+class TaskLabelTolerant(torch.nn.Module):
+    """Lets a model that takes only ``x`` be called as ``model(x, t)``, as Avalanche's
+    lamaml_v2 calls every model; the task labels are ignored."""
+
+    def __init__(self, *, model: torch.nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x, task_labels=None):
+        return self.model(x)
+
+
 def register_baselines(registry: Registry) -> None:
     """Register the Avalanche baselines into ``registry``."""
     reg = registry.register
@@ -160,7 +172,7 @@ def register_baselines(registry: Registry) -> None:
         ``lr`` is the weight step of its synchronous mode."""
         from avalanche.training.supervised.lamaml_v2 import LaMAML
 
-        return LaMAML(model=model, optimizer=_sgd(model, lr), n_inner_updates=n_inner_updates,
+        return LaMAML(model=TaskLabelTolerant(model=model), optimizer=_sgd(model, lr), n_inner_updates=n_inner_updates,
                       second_order=second_order, grad_clip_norm=grad_clip_norm, learn_lr=learn_lr,
                       lr_alpha=lr_alpha, sync_update=sync_update, alpha_init=alpha_init,
                       max_buffer_size=mem_size, buffer_mb_size=replay_batch, **context.template_kwargs())

@@ -39,10 +39,13 @@ class StrategyContext:
     evaluator: Any = None
 
     def template_kwargs(self, **extra_plugins_and_overrides: Any) -> dict[str, Any]:
-        """Keyword arguments for an Avalanche template: device, batch sizes, epochs, plugins,
-        evaluator. Extra plugins go in ``plugins=[...]``; they run after the harness's."""
+        """Keyword arguments for an Avalanche template: cross-entropy criterion, device, batch
+        sizes, epochs, plugins, evaluator. Extra plugins go in ``plugins=[...]``; they run after the harness's."""
         extra = list(extra_plugins_and_overrides.pop("plugins", []))
+        import torch
+
         kwargs = dict(
+            criterion=torch.nn.CrossEntropyLoss(),
             device=self.device,
             train_mb_size=self.batch_size,
             train_epochs=self.epochs,

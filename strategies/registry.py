@@ -57,6 +57,7 @@ class Registry:
         self._aliases: dict[str, str] = {}
         self._broken: dict[str, str] = {}  # plugin name -> one-line error
         self._loaded_entry_points = False
+        self._files: dict[Path, list[str]] = {}  # plugin files loaded, and what each added
 
     # -- registration -------------------------------------------------------------------
     def register(self, name: str, *, aliases: tuple[str, ...] = (), description: str | None = None,
@@ -145,12 +146,15 @@ class Registry:
 
     def load_file(self, path: str | Path) -> list[str]:
         """Run the plugin file ``path`` (it registers with ``@strategies.register``) and return
-        the names it added. A failing file raises StrategyError naming the file."""
+        the names it added. A failing file raises StrategyError naming the file. Loading the
+        same file again does nothing and returns the same names."""
         p = Path(path)
         if not p.is_file():
             raise StrategyError(f"plugin file not found: {p}")
         if p.suffix != ".py":
             raise StrategyError(f"plugin file {p} must be a Python file ending in .py")
+        if p.resolve() in self._files:
+            return self._files[p.resolve()]
         self.load_entry_points()
         before = set(self._defs)
         module_name = f"clbench_plugin_{abs(hash(str(p.resolve())))}"
@@ -167,7 +171,9 @@ class Registry:
         except Exception as exc:
             sys.modules.pop(module_name, None)
             raise StrategyError(f"plugin {p} failed to load: {_one_line(exc)}") from None
-        return sorted(set(self._defs) - before)
+        added = sorted(set(self._defs) - before)
+        self._files[p.resolve()] = added
+        return added
 
 
 def _one_line(exc: BaseException) -> str:

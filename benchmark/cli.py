@@ -1,0 +1,164 @@
+"""The ``clbench`` command: run, list, report.
+
+Bad input (a malformed config, an unknown name, a bad hyperparameter, a missing file) prints
+one line on stderr and exits with status 2, with no traceback unless ``--debug`` is given.
+A sweep in which any run failed exits with status 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+EXIT_OK, EXIT_RUNS_FAILED, EXIT_BAD_INPUT = 0, 1, 2
+
+
+class UsageError(ValueError):
+    """Bad command-line input."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line, status 2, like every other bad input
+        raise UsageError(f"{self.prog}: {message}")
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="clbench", description="Meta-learning continual-learning benchmark suite")
+    p.add_argument("--debug", action="store_true", help="show tracebacks")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    r = sub.add_parser("run", help="run every (scenario x strategy x seed) of a config")
+    r.add_argument("config", help="experiment YAML file")
+    r.add_argument("--out", help="output folder (default results/<config name>)")
+    r.add_argument("--jobs", type=int, default=1, help="local worker processes (default 1)")
+    r.add_argument("--executor", choices=("local", "ray"), default="local")
+    r.add_argument("--address", help="Ray cluster address (default: start a local Ray instance)")
+    r.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config value, e.g. train.batch_size=1 or strategies.er.mem_size=500")
+    r.add_argument("--plugin", dest="plugins", action="append", default=[], metavar="FILE.py",
+                   help="a Python file that registers strategies")
+    r.add_argument("--no-progress", action="store_true", help="no progress bar")
+    r.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
+    lst = sub.add_parser("list", help="registered strategies and scenarios with their parameters")
+    lst.add_argument("--plugin", dest="plugins", action="append", default=[], metavar="FILE.py")
+    lst.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
+    rep = sub.add_parser("report", help="summary of a results folder")
+    rep.add_argument("dir", help="results folder of a sweep")
+    rep.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    debug = "--debug" in (sys.argv[1:] if argv is None else argv)
+    try:
+        args = _parser().parse_args(argv)
+        return {"run": _run, "list": _list, "report": _report}[args.command](args)
+    except SystemExit as exc:  # --help
+        return int(exc.code or 0)
+    except KeyboardInterrupt:
+        print("clbench: interrupted; finished runs are kept, rerun the same command to go on", file=sys.stderr)
+        return 130
+    except Exception as exc:
+        if debug:
+            raise
+        if _is_bad_input(exc):
+            print(f"clbench: error: {_one_line(exc)}", file=sys.stderr)
+            return EXIT_BAD_INPUT
+        print(f"clbench: internal error: {type(exc).__name__}: {_one_line(exc)} (rerun with --debug for the traceback)",
+              file=sys.stderr)
+        return EXIT_RUNS_FAILED
+
+
+def _is_bad_input(exc: Exception) -> bool:
+    import scenarios
+    import strategies
+    from benchmark.config import ConfigError
+
+    return isinstance(exc, (UsageError, ConfigError, scenarios.ScenarioError, strategies.StrategyError))
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _load_plugins(files):
+    import strategies
+
+    for f in files:
+        strategies.load_plugin(f)
+
+
+def _run(args) -> int:
+    from benchmark.config import ConfigError, load_experiment
+    from benchmark.sweep import run_sweep
+    from benchmark.tables import summary_table
+
+    if args.jobs < 1:
+        raise UsageError(f"--jobs must be >= 1, got {args.jobs}")
+    _load_plugins(args.plugins)
+    exp = load_experiment(args.config, overrides=args.overrides)
+    out = Path(args.out) if args.out else Path("results") / _safe_folder(exp.name)
+    if args.executor != "ray" and args.address:
+        raise ConfigError("--address is only for --executor ray")
+    outcome = run_sweep(exp, out=out, jobs=args.jobs, executor=args.executor, address=args.address,
+                        plugin_files=[str(Path(f).resolve()) for f in args.plugins],
+                        show_progress=False if args.no_progress else None)
+    from benchmark.store import RunStore
+
+    records = [r for r in RunStore(out).records() if r.get("run_id") in {s.run_id for s in exp.specs()}]
+    print(summary_table(records))
+    print(f"\n{outcome.total} runs: {outcome.skipped} already done, {len(outcome.done)} done now, "
+          f"{len(outcome.failed)} failed. Results: {out}/ (summary.csv, <run_id>/run.json)")
+    for r in records:
+        if r.get("status") == "failed":
+            print(f"failed: {r['run_id']}: {(r.get('error') or '').splitlines()[0]}", file=sys.stderr)
+    still_failed = any(r.get("status") != "done" for r in records) or len(records) < outcome.total
+    return EXIT_RUNS_FAILED if still_failed else EXIT_OK
+
+
+def _safe_folder(name: str) -> str:
+    import re
+
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip(".-") or "experiment"
+
+
+def _list(args) -> int:
+    import scenarios
+    import strategies
+
+    _load_plugins(args.plugins)
+    print("strategies:")
+    for name in strategies.REGISTRY.names():
+        d = strategies.REGISTRY.get(name)
+        print(f"  {name}: {d.description}")
+        for h in d.hparams:
+            print(f"      {h.name} = {h.default!r}  ({h.allowed()})")
+    print("\nscenarios:")
+    for name in scenarios.available():
+        d = scenarios.definition(name)
+        print(f"  {name}: {d.description}")
+        for p in d.params:
+            print(f"      {p.name} = {p.default!r}  ({p.kind}{', one of ' + ', '.join(p.choices) if p.choices else ''}): {p.help}")
+    return EXIT_OK
+
+
+def _report(args) -> int:
+    from benchmark.config import ConfigError
+    from benchmark.store import RunStore
+    from benchmark.tables import summary_table
+
+    store = RunStore(args.dir)
+    if not store.root.is_dir():
+        raise ConfigError(f"results folder not found: {store.root}")
+    records, bad = store.scan()
+    for b in bad:
+        print(f"clbench: skipping unreadable {b.path}: {b.reason}", file=sys.stderr)
+    path = store.write_summary()
+    print(summary_table(records))
+    print(f"\nwrote {path}")
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,268 @@
+"""Experiment files: YAML -> validated :class:`Experiment` -> one :class:`RunSpec` per run.
+
+Layout (DESIGN.md)::
+
+    name: quickstart
+    seeds: [0, 1, 2]
+    train: {batch_size: 10, epochs: 1}
+    model: {name: auto}                 # optional: auto | mlp | cnn, hidden: [100, 100]
+    scenarios:
+      - {name: permuted-mnist, source: mnist5k, n_tasks: 10, per_task: 1000}
+    strategies:
+      - {name: naive, lr: 0.1}
+
+Every name and parameter is checked against the registries before anything runs, so a typo
+fails at once with one line. YAML is read with ``yaml.safe_load``: a config never runs code.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+import scenarios
+import strategies
+from benchmark.models import BACKBONES
+
+TOP_KEYS = ("name", "seeds", "train", "model", "scenarios", "strategies", "description")
+TRAIN_DEFAULTS = {"batch_size": 10, "epochs": 1, "eval_batch_size": 1000, "device": "auto"}
+MODEL_DEFAULTS = {"name": "auto", "hidden": [100, 100]}
+DEVICES = ("auto", "cpu", "cuda")
+# settings that do not change results, so they stay out of the run id
+NOT_IN_RUN_ID = ("device", "eval_batch_size")
+
+
+class ConfigError(ValueError):
+    """A malformed experiment file or override; the message is one line."""
+
+
+def _hint(key: str, allowed) -> str:
+    m = difflib.get_close_matches(key, list(allowed), n=1, cutoff=0.6)
+    return f" (did you mean '{m[0]}'?)" if m else ""
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """Everything that determines one run's results."""
+
+    scenario: str
+    scenario_params: dict[str, Any]
+    strategy: str
+    hparams: dict[str, Any]
+    seed: int
+    train: dict[str, Any]
+    model: dict[str, Any]
+
+    def identity(self) -> dict[str, Any]:
+        """The resolved spec that the run id is a digest of."""
+        return {
+            "scenario": self.scenario, "scenario_params": self.scenario_params,
+            "strategy": self.strategy, "hparams": self.hparams, "seed": self.seed,
+            "train": {k: v for k, v in self.train.items() if k not in NOT_IN_RUN_ID},
+            "model": self.model,
+        }
+
+    @property
+    def run_id(self) -> str:
+        """``<scenario>__<strategy>__s<seed>__<digest>``: only [a-z0-9-_], whatever was typed."""
+        blob = json.dumps(self.identity(), sort_keys=True, default=str)
+        digest = hashlib.sha256(blob.encode()).hexdigest()[:10]
+        return f"{_safe(self.scenario)}__{_safe(self.strategy)}__s{self.seed}__{digest}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**self.identity(), "train": dict(self.train)}
+
+
+def _safe(name: str) -> str:
+    return re.sub(r"[^a-z0-9-]+", "-", name.lower()).strip("-")[:40] or "x"
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """A validated experiment file."""
+
+    name: str
+    seeds: tuple[int, ...]
+    train: dict[str, Any]
+    model: dict[str, Any]
+    scenarios: tuple[tuple[str, dict[str, Any]], ...]
+    strategies: tuple[tuple[str, dict[str, Any]], ...]
+    source: dict[str, Any] = field(default_factory=dict)
+
+    def specs(self) -> list[RunSpec]:
+        """Every (scenario x strategy x seed), in that nesting order."""
+        return [
+            RunSpec(sc, dict(sp), st, dict(hp), seed, dict(self.train), dict(self.model))
+            for sc, sp in self.scenarios for st, hp in self.strategies for seed in self.seeds
+        ]
+
+
+def load_experiment(path: str | Path, *, overrides: list[str] = ()) -> Experiment:
+    """Read, override (``--set key=value``) and validate an experiment file."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"config file not found: {p}")
+    try:
+        raw = yaml.safe_load(p.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or "not valid YAML"
+        raise ConfigError(f"config {p}: malformed YAML{where}: {problem}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"config {p}: cannot read it ({type(exc).__name__})") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"config {p}: the top level must be a mapping with keys {', '.join(TOP_KEYS)}")
+    raw.setdefault("name", p.stem)
+    for item in overrides:
+        apply_override(raw, item)
+    return validate(raw, where=str(p))
+
+
+def apply_override(raw: dict[str, Any], item: str) -> None:
+    """Apply ``KEY=VALUE`` in place. KEY is dotted: ``train.batch_size``, ``seeds``,
+    ``strategies.er.mem_size`` (every entry named er), ``scenarios.0.n_tasks`` (by position).
+    VALUE is read as YAML (``1``, ``0.5``, ``[0, 1]``, ``true``)."""
+    if "=" not in item:
+        raise ConfigError(f"--set '{item}' must look like KEY=VALUE, e.g. train.batch_size=1")
+    key, _, text = item.partition("=")
+    parts = [k for k in key.strip().split(".")]
+    if not all(parts):
+        raise ConfigError(f"--set key '{key}' is malformed; use dotted names like train.batch_size")
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError:
+        raise ConfigError(f"--set {key}: value '{text}' is not valid YAML") from None
+    head = parts[0]
+    if head not in TOP_KEYS:
+        raise ConfigError(f"--set key '{key}' does not exist{_hint(head, TOP_KEYS)}; top-level keys: {', '.join(TOP_KEYS)}")
+    if head in ("name", "seeds", "description"):
+        if len(parts) != 1:
+            raise ConfigError(f"--set key '{key}' does not exist; '{head}' has no sub-keys")
+        raw[head] = value
+        return
+    if head in ("train", "model"):
+        allowed = TRAIN_DEFAULTS if head == "train" else MODEL_DEFAULTS
+        if len(parts) != 2 or parts[1] not in allowed:
+            sub = parts[1] if len(parts) > 1 else ""
+            raise ConfigError(f"--set key '{key}' does not exist{_hint(sub, allowed)}; allowed: "
+                              + ", ".join(f"{head}.{k}" for k in allowed))
+        section = raw.setdefault(head, {})
+        if not isinstance(section, dict):
+            raise ConfigError(f"config: '{head}' must be a mapping")
+        section[parts[1]] = value
+        return
+    entries = raw.get(head)
+    if len(parts) != 3 or not isinstance(entries, list):
+        raise ConfigError(f"--set key '{key}' does not exist; use {head}.<name or index>.<parameter>")
+    selector, param = parts[1], parts[2]
+    if param == "name":
+        raise ConfigError(f"--set key '{key}': the name of an entry cannot be overridden")
+    if selector.isdigit():
+        idx = int(selector)
+        if idx >= len(entries):
+            raise ConfigError(f"--set key '{key}': there are only {len(entries)} {head} entries")
+        targets = [entries[idx]]
+    else:
+        targets = [e for e in entries if isinstance(e, dict) and _norm(str(e.get("name", ""))) == _norm(selector)]
+        if not targets:
+            names = [str(e.get("name")) for e in entries if isinstance(e, dict)]
+            raise ConfigError(f"--set key '{key}': no {'strategy' if head == 'strategies' else 'scenario'} named '{selector}' in the config{_hint(selector, names)}; "
+                              f"present: {', '.join(names)}")
+    for t in targets:
+        t[param] = value
+
+
+def _norm(name: str) -> str:
+    return name.strip().lower().replace("_", "-").replace(" ", "-")
+
+
+def validate(raw: dict[str, Any], *, where: str = "config") -> Experiment:
+    """Check every key, type and name of a parsed config; resolve all parameters."""
+    for key in raw:
+        if key not in TOP_KEYS:
+            raise ConfigError(f"{where}: unknown key '{key}'{_hint(str(key), TOP_KEYS)}; allowed: {', '.join(TOP_KEYS)}")
+    name = raw.get("name")
+    if not isinstance(name, str) or not name.strip():
+        raise ConfigError(f"{where}: 'name' must be a non-empty string")
+    seeds = raw.get("seeds", [0])
+    if isinstance(seeds, int) and not isinstance(seeds, bool):
+        seeds = [seeds]
+    if not isinstance(seeds, list) or not seeds:
+        raise ConfigError(f"{where}: 'seeds' must be a non-empty list of integers >= 0, got {seeds!r}")
+    for s in seeds:
+        if isinstance(s, bool) or not isinstance(s, int) or s < 0:
+            raise ConfigError(f"{where}: every seed must be an integer >= 0, got {s!r}")
+    if len(set(seeds)) != len(seeds):
+        raise ConfigError(f"{where}: 'seeds' lists a seed twice: {seeds}")
+    train = _section(raw, "train", TRAIN_DEFAULTS, where)
+    for k in ("batch_size", "epochs", "eval_batch_size"):
+        v = train[k]
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise ConfigError(f"{where}: train.{k} must be an integer >= 1, got {v!r}")
+    if train["device"] not in DEVICES:
+        raise ConfigError(f"{where}: train.device is {train['device']!r}; allowed: {', '.join(DEVICES)}")
+    model = _section(raw, "model", MODEL_DEFAULTS, where)
+    if model["name"] not in ("auto", *BACKBONES):
+        raise ConfigError(f"{where}: model.name is {model['name']!r}; allowed: auto, {', '.join(BACKBONES)}")
+    hidden = model["hidden"]
+    if not isinstance(hidden, list) or not hidden or not all(isinstance(h, int) and not isinstance(h, bool) and h >= 1 for h in hidden):
+        raise ConfigError(f"{where}: model.hidden must be a non-empty list of integers >= 1, got {hidden!r}")
+    scs = tuple(_entries(raw, "scenarios", where, _resolve_scenario))
+    sts = tuple(_entries(raw, "strategies", where, _resolve_strategy))
+    for kind, entries in (("scenario", scs), ("strategy", sts)):
+        seen = set()
+        for e in entries:
+            key = json.dumps(e, sort_keys=True, default=str)
+            if key in seen:
+                raise ConfigError(f"{where}: the {kind} '{e[0]}' is listed twice with the same parameters")
+            seen.add(key)
+    return Experiment(name.strip(), tuple(seeds), train, model, scs, sts, source=raw)
+
+
+def _section(raw, key, defaults, where):
+    given = raw.get(key) or {}
+    if not isinstance(given, dict):
+        raise ConfigError(f"{where}: '{key}' must be a mapping with keys {', '.join(defaults)}")
+    for k in given:
+        if k not in defaults:
+            raise ConfigError(f"{where}: unknown key '{key}.{k}'{_hint(str(k), defaults)}; allowed: {', '.join(defaults)}")
+    return {**defaults, **given}
+
+
+def _entries(raw, key, where, resolver):
+    items = raw.get(key)
+    if not isinstance(items, list) or not items:
+        raise ConfigError(f"{where}: '{key}' must be a non-empty list of entries like {{name: ..., <parameter>: ...}}")
+    out = []
+    for i, item in enumerate(items):
+        if isinstance(item, str):
+            item = {"name": item}
+        if not isinstance(item, dict) or "name" not in item:
+            raise ConfigError(f"{where}: {key}[{i}] must be a mapping with a 'name', got {item!r}")
+        params = {k: v for k, v in item.items() if k != "name"}
+        for k in params:
+            if not isinstance(k, str):
+                raise ConfigError(f"{where}: {key}[{i}] has a parameter name that is not a string: {k!r}")
+        try:
+            out.append(resolver(item["name"], params))
+        except (scenarios.ScenarioError, strategies.StrategyError) as exc:
+            raise ConfigError(f"{where}: {key}[{i}]: {exc}") from None
+    return out
+
+
+def _resolve_scenario(name, params):
+    if not isinstance(name, str):
+        raise scenarios.ScenarioError(f"a scenario name must be a string, got {name!r}")
+    return scenarios.resolve_params(name, **params)
+
+
+def _resolve_strategy(name, params):
+    return strategies.resolve(name, params)

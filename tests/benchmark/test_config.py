@@ -1,0 +1,131 @@
+import pytest
+
+from benchmark.config import ConfigError, RunSpec, apply_override, load_experiment, validate
+
+BASE = {
+    "name": "t",
+    "seeds": [0, 1],
+    "train": {"batch_size": 10, "epochs": 1},
+    "scenarios": [{"name": "permuted-mnist", "n_tasks": 2, "per_task": 50}],
+    "strategies": [{"name": "naive", "lr": 0.1}, {"name": "er", "mem_size": 20}],
+}
+
+
+def _copy(d):
+    import copy
+
+    return copy.deepcopy(d)
+
+
+def test_specs_cover_every_combination_with_resolved_parameters():
+    exp = validate(_copy(BASE))
+    specs = exp.specs()
+    assert len(specs) == 1 * 2 * 2
+    er = next(s for s in specs if s.strategy == "er")
+    assert er.hparams == {"lr": 0.1, "mem_size": 20, "replay_batch": 10, "momentum": 0.0}
+    assert er.scenario_params["source"] == "mnist5k" and er.scenario_params["identity_first"] is False
+    assert exp.train == {"batch_size": 10, "epochs": 1, "eval_batch_size": 1000, "device": "auto"}
+
+
+def test_run_id_is_stable_and_changes_with_what_changes_results():
+    a = validate(_copy(BASE)).specs()
+    b = validate(_copy(BASE)).specs()
+    assert [s.run_id for s in a] == [s.run_id for s in b]
+    assert len({s.run_id for s in a}) == len(a)
+    changed = _copy(BASE)
+    changed["strategies"][1]["mem_size"] = 30
+    c = validate(changed).specs()
+    same = {s.run_id for s in a} & {s.run_id for s in c}
+    assert same == {s.run_id for s in a if s.strategy == "naive"}
+    dev = _copy(BASE)
+    dev["train"]["device"] = "cpu"  # where it runs does not change what it computes
+    assert [s.run_id for s in validate(dev).specs()] == [s.run_id for s in a]
+    explicit = _copy(BASE)
+    explicit["strategies"][0]["momentum"] = 0.0  # a default written out is the same spec
+    assert [s.run_id for s in validate(explicit).specs()] == [s.run_id for s in a]
+
+
+def test_run_id_is_a_safe_folder_name():
+    spec = RunSpec("../../etc", {}, "a b/c\0d", {}, 3, {}, {})
+    rid = spec.run_id
+    assert "/" not in rid and "\0" not in rid and ".." not in rid and " " not in rid
+    assert rid.startswith("etc__a-b-c-d__s3__")
+
+
+def test_overrides():
+    raw = _copy(BASE)
+    apply_override(raw, "train.batch_size=1")
+    apply_override(raw, "seeds=[4, 5, 6]")
+    apply_override(raw, "strategies.er.mem_size=50")
+    apply_override(raw, "scenarios.0.n_tasks=3")
+    exp = validate(raw)
+    assert exp.train["batch_size"] == 1 and exp.seeds == (4, 5, 6)
+    assert dict(exp.strategies)["er"]["mem_size"] == 50
+    assert exp.scenarios[0][1]["n_tasks"] == 3
+
+
+def test_load_experiment_reads_yaml_and_names_it_after_the_file(tmp_path):
+    p = tmp_path / "mysweep.yaml"
+    p.write_text("seeds: [0]\nscenarios: [split-mnist]\nstrategies: [{name: naive}]\n")
+    exp = load_experiment(p, overrides=["strategies.naive.lr=0.05"])
+    assert exp.name == "mysweep" and dict(exp.strategies)["naive"]["lr"] == 0.05
+
+
+BAD = [
+    ("unknown top key", {"seed": [0]}, r"unknown key 'seed' \(did you mean 'seeds'\?\)"),
+    ("empty seeds", {"seeds": []}, r"'seeds' must be a non-empty list"),
+    ("negative seed", {"seeds": [-1]}, r"every seed must be an integer >= 0"),
+    ("text seed", {"seeds": ["a"]}, r"every seed must be an integer"),
+    ("duplicate seed", {"seeds": [1, 1]}, r"lists a seed twice"),
+    ("unknown train key", {"train": {"batchsize": 3}}, r"unknown key 'train.batchsize' \(did you mean 'batch_size'\?\)"),
+    ("zero batch", {"train": {"batch_size": 0}}, r"train.batch_size must be an integer >= 1"),
+    ("bad device", {"train": {"device": "tpu"}}, r"train.device is 'tpu'; allowed: auto, cpu, cuda"),
+    ("bad model", {"model": {"name": "resnet"}}, r"model.name is 'resnet'; allowed: auto, mlp, cnn"),
+    ("no strategies", {"strategies": []}, r"'strategies' must be a non-empty list"),
+    ("unknown strategy", {"strategies": [{"name": "mr"}]}, r"strategies\[0\]: unknown strategy 'mr'.*allowed: "),
+    ("unknown hparam", {"strategies": [{"name": "er", "memsize": 3}]}, r"unknown hyperparameter 'memsize' \(did you mean 'mem_size'\?\)"),
+    ("negative lr", {"strategies": [{"name": "naive", "lr": -0.1}]}, r"hyperparameter 'lr' must be > 0, got -0.1"),
+    ("zero memory", {"strategies": [{"name": "er", "mem_size": 0}]}, r"'mem_size' must be >= 1, got 0"),
+    ("replay above memory", {"strategies": [{"name": "er", "mem_size": 5, "replay_batch": 10}]}, r"replay_batch=10 is larger than mem_size=5"),
+    ("lr as text", {"strategies": [{"name": "naive", "lr": "fast"}]}, r"'lr' must be a number, got 'fast'"),
+    ("unknown scenario", {"scenarios": [{"name": "rotated"}]}, r"scenarios\[0\]: unknown scenario 'rotated'"),
+    ("zero tasks", {"scenarios": [{"name": "permuted-mnist", "n_tasks": 0}]}, r"'n_tasks' must be >= 1"),
+    ("entry without name", {"scenarios": [{"n_tasks": 2}]}, r"scenarios\[0\] must be a mapping with a 'name'"),
+    ("duplicate strategy", {"strategies": [{"name": "naive"}, {"name": "naive"}]}, r"listed twice"),
+]
+
+
+@pytest.mark.parametrize("case", BAD, ids=[c[0] for c in BAD])
+def test_bad_configs_name_the_problem(case):
+    _, patch, pattern = case
+    raw = _copy(BASE)
+    raw.update(patch)
+    with pytest.raises(ConfigError, match=pattern) as err:
+        validate(raw)
+    assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("item,pattern", [
+    ("train.batch_sz=3", r"--set key 'train.batch_sz' does not exist \(did you mean 'batch_size'\?\)"),
+    ("nonsense=1", r"--set key 'nonsense' does not exist"),
+    ("strategies.ewc.lr=1", r"no strategy named 'ewc' in the config"),
+    ("strategies.9.lr=1", r"there are only 2 strategies entries"),
+    ("train.batch_size", r"must look like KEY=VALUE"),
+])
+def test_bad_overrides(item, pattern):
+    with pytest.raises(ConfigError, match=pattern):
+        apply_override(_copy(BASE), item)
+
+
+def test_malformed_yaml_names_the_line(tmp_path):
+    p = tmp_path / "bad.yaml"
+    p.write_text("name: x\nseeds: [0, 1\nstrategies: []\n")
+    with pytest.raises(ConfigError, match=r"malformed YAML at line \d+"):
+        load_experiment(p)
+
+
+def test_yaml_never_runs_code(tmp_path):
+    p = tmp_path / "evil.yaml"
+    p.write_text("name: !!python/object/apply:os.system ['echo hacked']\n")
+    with pytest.raises(ConfigError, match="malformed YAML"):
+        load_experiment(p)

@@ -1,0 +1,197 @@
+"""A tiny sweep end to end through ``clbench run``: the run.json contract, determinism,
+resume, failure isolation, executors and clear errors."""
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import yaml
+
+from benchmark import metrics
+from benchmark.cli import main
+from benchmark.config import load_experiment
+from benchmark.sweep import run_sweep
+
+PLUGIN = str(Path(__file__).parent / "plugins" / "faulty.py")
+TINY = {
+    "name": "tiny",
+    "seeds": [0, 1],
+    "train": {"batch_size": 10, "epochs": 1, "device": "cpu"},
+    "scenarios": [{"name": "permuted-mnist", "n_tasks": 3, "per_task": 100, "test_per_task": 200}],
+    "strategies": [{"name": "naive", "lr": 0.1}, {"name": "er", "lr": 0.1, "mem_size": 50, "replay_batch": 5}],
+}
+
+
+def _config(tmp_path, cfg=TINY, name="tiny.yaml"):
+    p = tmp_path / name
+    p.write_text(yaml.safe_dump(cfg))
+    return p
+
+
+def _records(out):
+    return {p.parent.name: json.loads(p.read_text()) for p in Path(out).glob("*/run.json")}
+
+
+@pytest.fixture(scope="module")
+def tiny_sweep(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("sweep")
+    cfg = _config(tmp)
+    out = tmp / "out"
+    code = main(["run", str(cfg), "--out", str(out), "--no-progress"])
+    return cfg, out, code
+
+
+def test_sweep_writes_run_records_of_the_contract(tiny_sweep):
+    _, out, code = tiny_sweep
+    assert code == 0
+    recs = _records(out)
+    assert len(recs) == 4
+    for run_id, r in recs.items():
+        assert r["run_id"] == run_id and r["status"] == "done"
+        assert r["strategy"] in ("naive", "er") and r["scenario"] == "permuted-mnist" and r["seed"] in (0, 1)
+        assert {"versions", "config", "acc_matrix", "random_init_acc", "metrics", "timing"} <= set(r)
+        assert r["config"]["scenario_params"]["n_tasks"] == 3 and "lr" in r["config"]["hparams"]
+        assert {"torch", "avalanche", "python"} <= set(r["versions"])
+        m = r["acc_matrix"]
+        assert len(m) == 3 and all(len(row) == 3 for row in m)
+        assert all(0.0 <= a <= 1.0 for row in m for a in row)
+        assert len(r["random_init_acc"]) == 3
+        expected = metrics.all_metrics(m, r["random_init_acc"])
+        for k, v in expected.items():
+            assert r["metrics"][k] == pytest.approx(v)
+        assert r["timing"]["train_s"] > 0 and r["timing"]["eval_s"] > 0
+        assert r["timing"]["iterations"] == 3 * 100 // 10
+        assert m[0][0] > r["random_init_acc"][0]  # it learned the first task
+
+
+def test_summary_csv_has_one_row_per_run(tiny_sweep):
+    import csv
+
+    _, out, _ = tiny_sweep
+    rows = list(csv.DictReader(open(Path(out) / "summary.csv")))
+    assert len(rows) == 4
+    recs = _records(out)
+    for row in rows:
+        assert float(row["acc"]) == pytest.approx(recs[row["run_id"]]["metrics"]["acc"])
+
+
+def test_same_spec_gives_identical_accuracy_matrices(tiny_sweep, tmp_path):
+    cfg, out, _ = tiny_sweep
+    again = tmp_path / "again"
+    assert main(["run", str(cfg), "--out", str(again), "--no-progress"]) == 0
+    a, b = _records(out), _records(again)
+    assert a.keys() == b.keys()
+    for k in a:
+        assert a[k]["acc_matrix"] == b[k]["acc_matrix"]
+    seeds = {r["seed"]: r["acc_matrix"] for r in a.values() if r["strategy"] == "naive"}
+    assert seeds[0] != seeds[1]
+
+
+def test_rerun_skips_done_runs_and_new_hyperparameters_run_alone(tiny_sweep, tmp_path):
+    import shutil
+
+    cfg, out, _ = tiny_sweep
+    work = tmp_path / "work"
+    shutil.copytree(out, work)
+    before = {p: p.stat().st_mtime_ns for p in work.glob("*/run.json")}
+    exp = load_experiment(cfg)
+    outcome = run_sweep(exp, out=work, show_progress=False)
+    assert outcome.skipped == 4 and not outcome.done
+    assert {p: p.stat().st_mtime_ns for p in work.glob("*/run.json")} == before
+    changed = load_experiment(cfg, overrides=["strategies.er.mem_size=60"])
+    outcome = run_sweep(changed, out=work, show_progress=False)
+    assert outcome.skipped == 2 and len(outcome.done) == 2
+    assert all("__er__" in r for r in outcome.done)
+    assert len(_records(work)) == 6
+
+
+def test_failed_runs_are_recorded_and_the_sweep_goes_on(tmp_path, capsys):
+    cfg = dict(TINY, seeds=[0], strategies=[{"name": "test-raises"}, {"name": "naive"}, {"name": "test-nan"}])
+    out = tmp_path / "out"
+    code = main(["run", str(_config(tmp_path, cfg)), "--out", str(out), "--plugin", PLUGIN, "--no-progress"])
+    assert code == 1
+    recs = {r["strategy"]: r for r in _records(out).values()}
+    assert recs["naive"]["status"] == "done"
+    assert recs["test-raises"]["status"] == "failed"
+    assert recs["test-raises"]["error"].startswith("RuntimeError: planned failure on the second task")
+    assert "Traceback" in recs["test-raises"]["error"]
+    assert recs["test-nan"]["status"] == "failed"
+    assert recs["test-nan"]["error"].startswith("DivergenceError: loss became nan")
+    err = capsys.readouterr().err
+    assert "failed: " in err and "planned failure" in err
+    # a rerun retries the failed runs only
+    outcome = run_sweep(load_experiment(_config(tmp_path, cfg)), out=out, show_progress=False)
+    assert outcome.skipped == 1 and len(outcome.failed) == 2
+
+
+def test_local_workers_give_the_same_results(tiny_sweep, tmp_path):
+    cfg, out, _ = tiny_sweep
+    par = tmp_path / "par"
+    assert main(["run", str(cfg), "--out", str(par), "--jobs", "2", "--no-progress"]) == 0
+    a, b = _records(out), _records(par)
+    assert {k: v["acc_matrix"] for k, v in a.items()} == {k: v["acc_matrix"] for k, v in b.items()}
+
+
+def test_ray_local_instance_gives_the_same_results(tiny_sweep, tmp_path):
+    pytest.importorskip("ray", reason="the ray extra is not installed")
+    cfg, out, _ = tiny_sweep
+    ray_out = tmp_path / "ray"
+    code = main(["run", str(cfg), "--out", str(ray_out), "--executor", "ray", "--set", "seeds=[1]", "--no-progress"])
+    assert code == 0
+    a, b = _records(out), _records(ray_out)
+    assert len(b) == 2
+    for k, v in b.items():
+        assert v["acc_matrix"] == a[k]["acc_matrix"]
+
+
+@pytest.mark.parametrize("args,pattern", [
+    (["run", "missing.yaml"], r"config file not found: missing.yaml"),
+    (["run", "{cfg}", "--set", "train.batchsize=2"], r"--set key 'train.batchsize' does not exist"),
+    (["run", "{cfg}", "--set", "strategies.naive.lr=-1"], r"hyperparameter 'lr' must be > 0"),
+    (["run", "{cfg}", "--jobs", "0"], r"--jobs must be >= 1"),
+    (["run", "{cfg}", "--plugin", "nope.py"], r"plugin file not found: nope.py"),
+    (["run", "{cfg}", "--executor", "slurm"], r"invalid choice: 'slurm'"),
+    (["report", "{tmp}/nothing"], r"results folder not found"),
+    (["frobnicate"], r"invalid choice: 'frobnicate'"),
+])
+def test_bad_input_exits_2_with_one_line(args, pattern, tmp_path, capsys):
+    import re
+
+    cfg = _config(tmp_path)
+    args = [a.format(cfg=cfg, tmp=tmp_path) for a in args]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err
+    assert re.search(pattern, err), err
+
+
+def test_broken_plugin_names_the_file(tmp_path, capsys):
+    bad = tmp_path / "broken_plugin.py"
+    bad.write_text("import strategies\nraise ImportError('no module named fancylib')\n")
+    assert main(["list", "--plugin", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert "broken_plugin.py failed to load: ImportError: no module named fancylib" in err
+
+
+def test_list_shows_strategies_and_scenarios_with_parameters(capsys):
+    assert main(["list"]) == 0
+    out = capsys.readouterr().out
+    for text in ("naive", "er", "ewc", "si", "lwf", "agem", "gem", "joint", "avalanche-mer", "avalanche-la-maml",
+                 "mem_size = 200", "permuted-mnist", "n_tasks = 20", "split-mnist"):
+        assert text in out, text
+
+
+def test_report_rebuilds_summary_and_skips_unreadable_records(tiny_sweep, tmp_path, capsys):
+    import shutil
+
+    _, out, _ = tiny_sweep
+    work = tmp_path / "rep"
+    shutil.copytree(out, work)
+    victim = next(work.glob("*/run.json"))
+    victim.write_text('{"status": "do')
+    (work / "summary.csv").unlink()
+    assert main(["report", str(work)]) == 0
+    captured = capsys.readouterr()
+    assert f"skipping unreadable {victim}" in captured.err
+    assert len((work / "summary.csv").read_text().strip().splitlines()) == 1 + 3
