@@ -17,8 +17,10 @@ from strategies.registry import ENTRY_POINT_GROUP, Registry, StrategyDef, normal
 
 def _builtin(registry: Registry) -> None:
     from strategies.baselines import register_baselines
+    from strategies.meta_strategies import register_meta_strategies
 
     register_baselines(registry)
+    register_meta_strategies(registry)
 
 
 REGISTRY = Registry(builtins=_builtin)

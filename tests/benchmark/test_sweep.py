@@ -195,3 +195,16 @@ def test_report_rebuilds_summary_and_skips_unreadable_records(tiny_sweep, tmp_pa
     captured = capsys.readouterr()
     assert f"skipping unreadable {victim}" in captured.err
     assert len((work / "summary.csv").read_text().strip().splitlines()) == 1 + 3
+
+
+def test_joint_trains_once_on_everything_and_leaves_transfer_undefined(tmp_path):
+    cfg = dict(TINY, seeds=[0], strategies=[{"name": "joint"}])
+    out = tmp_path / "joint"
+    assert main(["run", str(_config(tmp_path, cfg)), "--out", str(out), "--no-progress"]) == 0
+    (rec,) = _records(out).values()
+    rows = rec["acc_matrix"]
+    assert rec["joint_training"] is True and all(row == rows[-1] for row in rows)
+    assert rec["metrics"]["acc"] == pytest.approx(sum(rows[-1]) / 3)
+    assert rec["metrics"]["la"] is None and rec["metrics"]["bwt"] is None and rec["metrics"]["forgetting"] is None
+    assert rec["timing"]["iterations"] == 3 * 100 // 10  # one pass over the union of the tasks
+    assert min(rows[-1]) > max(rec["random_init_acc"])  # every task was learned

@@ -1,0 +1,50 @@
+"""Small functional helpers shared by the meta strategies: parameter lists, in-place
+interpolation (Reptile), task masks, and a cross-entropy over task-masked logits."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+
+
+def trainable(model: torch.nn.Module) -> tuple[list[str], list[torch.nn.Parameter]]:
+    """(names, parameters) of the parameters that require gradients, in module order."""
+    pairs = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    return [n for n, _ in pairs], [p for _, p in pairs]
+
+
+@torch.no_grad()
+def copy_into(dst: Sequence[torch.Tensor], src: Sequence[torch.Tensor]) -> None:
+    """dst <- src, tensor by tensor, without allocating."""
+    torch._foreach_copy_(list(dst), list(src))
+
+
+@torch.no_grad()
+def reptile(params: Sequence[torch.Tensor], before: Sequence[torch.Tensor], rate: float) -> None:
+    """Reptile interpolation in place: theta <- before + rate * (theta - before)
+    (Nichol et al. 2018; MER, Riemer et al. 2019, Alg. 1 lines 11 and 13). rate = 1 keeps
+    theta; rate = 0 restores ``before``."""
+    if rate != 1.0:
+        torch._foreach_lerp_(list(params), list(before), 1.0 - rate)
+
+
+def task_mask(classes_per_task: Sequence[Sequence[int]], n_classes: int, device) -> torch.Tensor:
+    """(T, n_classes) additive mask: 0 on the classes of task t, -inf elsewhere."""
+    mask = torch.full((max(len(classes_per_task), 1), n_classes), float("-inf"), device=device)
+    for t, classes in enumerate(classes_per_task):
+        mask[t, list(classes)] = 0.0
+    return mask
+
+
+def masked_cross_entropy(logits: torch.Tensor, y: torch.Tensor, t: torch.Tensor, mask: torch.Tensor | None,
+                         weight: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean cross-entropy; with a task ``mask`` each example is scored only among the classes
+    of its own task (the single head used as a multi-head, task-incremental learning).
+    ``weight`` scales each example's loss (MER Algorithm 7)."""
+    if mask is not None:
+        logits = logits + mask[t]
+    if weight is None:
+        return F.cross_entropy(logits, y)
+    return (F.cross_entropy(logits, y, reduction="none") * weight).mean()

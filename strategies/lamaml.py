@@ -1,0 +1,161 @@
+"""Look-ahead MAML and continual MAML (Gupta, Yadav and Paull 2020, "La-MAML: Look-ahead
+Meta Learning for Continual Learning", NeurIPS), written with ``torch.func.functional_call``
+on a dict of fast weights.
+
+For every incoming minibatch, ``glances`` times (official ``model/lamaml.py``):
+
+1. shuffle the minibatch; draw ``replay_batch`` examples from the reservoir memory and form
+   the meta-batch B = memory examples + the whole minibatch;
+2. inner loop, one example (x_i, y_i) at a time from the current weights theta:
+   ``theta_{i+1} = theta_i - relu(alpha) * grad L(x_i, y_i; theta_i)`` (Eq. 6; C-MAML uses the
+   fixed rate ``alpha_init``); on the first glance the example enters the reservoir memory;
+   after each inner step the meta-loss ``L(B; theta_{i+1})`` is taken;
+3. meta-loss = mean of those B-losses (the official code accumulates one per inner step);
+   its gradients reach theta and alpha through the fast weights (first order: the inner
+   gradients are constants; ``second_order``: differentiated too);
+4. both meta-gradients are clipped to norm ``grad_clip_norm`` (the official code's effective
+   clipping; its per-tensor clamp of the inner gradients discards its result, so we do not
+   clamp them either);
+5. learned rates (``learn_lr``): ``alpha <- alpha - opt_lr * grad_alpha`` (Eq. 7), first;
+6. weights: asynchronous ``theta <- theta - relu(alpha) * grad_theta`` with the updated alpha
+   (Eq. 8, La-MAML), or synchronous ``theta <- theta - opt_wt * grad_theta`` (C-MAML,
+   Sync-La-MAML).
+
+In task-incremental streams each example's loss is taken over the classes of its own task.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch.func import functional_call
+
+from strategies.functional import masked_cross_entropy, trainable
+from strategies.memory import ReservoirMemory
+from strategies.mer import _meta_template
+
+
+class LookAheadMAML(_meta_template()):
+    """La-MAML (``learn_lr=True, sync_update=False``), Sync-La-MAML (``True, True``) and
+    C-MAML (``False, True``) as an Avalanche meta-learning strategy.
+
+    ``alphas`` holds one learning-rate tensor per parameter; ``inner_steps`` counts the
+    single-example inner SGD steps.
+    """
+
+    def __init__(self, *, model: torch.nn.Module, alpha_init: float, opt_lr: float, opt_wt: float,
+                 learn_lr: bool, sync_update: bool, glances: int, mem_size: int, replay_batch: int,
+                 second_order: bool = False, grad_clip_norm: float = 2.0, seed: int = 0,
+                 class_mask: torch.Tensor | None = None, **template_kwargs: Any):
+        super().__init__(model=model, optimizer=torch.optim.SGD(model.parameters(), lr=opt_wt), **template_kwargs)
+        self.alpha_init, self.opt_lr, self.opt_wt = alpha_init, opt_lr, opt_wt
+        self.learn_lr, self.sync_update, self.glances = learn_lr, sync_update, glances
+        self.replay_batch, self.second_order, self.grad_clip_norm = replay_batch, second_order, grad_clip_norm
+        self.memory = ReservoirMemory(size=mem_size, seed=seed, device=self.device)
+        self.inner_steps = 0
+        self._order = torch.Generator().manual_seed(seed)
+        self._mask = class_mask
+        self._names, self._params = trainable(self.model)
+        self.alphas = [torch.full_like(p, alpha_init, requires_grad=True) for p in self._params]
+
+    @property
+    def extra_metrics(self) -> dict[str, float]:
+        """Mean learned rate at the end, for the run record."""
+        with torch.no_grad():
+            n = sum(a.numel() for a in self.alphas)
+            return {"mean_alpha": float(sum(torch.relu(a).sum() for a in self.alphas) / max(n, 1))}
+
+    def _before_training_exp(self, **kwargs):
+        super()._before_training_exp(**kwargs)
+        names, params = trainable(self.model)
+        if [p.shape for p in params] != [p.shape for p in self._params]:
+            raise RuntimeError("the model's parameters changed shape between experiences; "
+                               "La-MAML keeps one learning rate per parameter and cannot follow")
+        self._names, self._params = names, params
+
+    def _inner_updates(self, **kwargs):
+        losses = []
+        first_epoch = self.clock.train_exp_epochs == 0
+        x, y, t = self.mb_x, self.mb_y, self.mb_task_id
+        for glance in range(self.glances):
+            order = torch.randperm(len(y), generator=self._order).to(y.device)
+            x, y, t = x[order], y[order], t[order]
+            losses.append(self._glance(x, y, t, remember=first_epoch and glance == 0))
+        self.loss = torch.stack(losses).mean()
+
+    def _outer_update(self, **kwargs):
+        """Nothing left: each glance ends with its own meta-update (official code)."""
+
+    # -- one glance ------------------------------------------------------------------
+    def _glance(self, x, y, t, *, remember: bool) -> torch.Tensor:
+        if self.replay_batch and len(self.memory):
+            mx, my, mt = self.memory.sample(self.replay_batch)
+            bx, by, bt = torch.cat([mx, x]), torch.cat([my, y]), torch.cat([mt, t])
+        else:
+            bx, by, bt = x, y, t
+
+        def after_inner_step(i: int) -> None:
+            self.inner_steps += 1
+            if remember:
+                self.memory.add(x[i:i + 1], y[i:i + 1], t[i:i + 1])
+
+        rates = [torch.relu(a) for a in self.alphas] if (self.learn_lr or not self.sync_update) else \
+            [self.alpha_init] * len(self.alphas)
+        meta_loss = look_ahead_meta_loss(self.model, self._names, self._params, rates, (x, y, t), (bx, by, bt),
+                                         mask=self._mask, second_order=self.second_order,
+                                         after_inner_step=after_inner_step)
+        wrt = self._params + (self.alphas if self.learn_lr else [])
+        grads = torch.autograd.grad(meta_loss, wrt, allow_unused=True)
+        grads = [torch.zeros_like(w) if g is None else g for w, g in zip(wrt, grads)]
+        g_theta, g_alpha = grads[:len(self._params)], grads[len(self._params):]
+        _clip(g_theta, self.grad_clip_norm)
+        with torch.no_grad():
+            if self.learn_lr:
+                _clip(g_alpha, self.grad_clip_norm)
+                torch._foreach_add_(self.alphas, g_alpha, alpha=-self.opt_lr)
+            if self.sync_update:
+                torch._foreach_add_(self._params, g_theta, alpha=-self.opt_wt)
+            else:
+                torch._foreach_add_(self._params, [g * torch.relu(a) for g, a in zip(g_theta, self.alphas)],
+                                    alpha=-1.0)
+        return meta_loss.detach()
+
+
+def look_ahead_meta_loss(model: torch.nn.Module, names: list[str], params: list[torch.Tensor], rates: list,
+                         incoming: tuple, meta_batch: tuple, *, mask: torch.Tensor | None = None,
+                         second_order: bool = False, after_inner_step=None) -> torch.Tensor:
+    """The La-MAML/C-MAML meta-loss of one glance as a differentiable function of ``params``
+    and ``rates`` (Gupta et al. 2020, Alg. 1 and Eq. 5-6):
+
+    ``theta_0 = params``; ``theta_{i+1} = theta_i - rates * grad L(x_i, y_i; theta_i)`` over
+    the incoming examples one at a time; returns ``mean_i L(meta_batch; theta_{i+1})``.
+
+    With ``second_order`` the inner gradients are part of the graph (exact meta-gradient);
+    otherwise they are constants (first-order approximation).
+    """
+    x, y, t = incoming
+    bx, by, bt = meta_batch
+
+    def loss_at(weights, xs, ys, ts):
+        return masked_cross_entropy(functional_call(model, dict(zip(names, weights)), (xs,)), ys, ts, mask)
+
+    fast = list(params)
+    meta_losses = []
+    for i in range(len(y)):
+        loss = loss_at(fast, x[i:i + 1], y[i:i + 1], t[i:i + 1])
+        grads = torch.autograd.grad(loss, fast, create_graph=second_order)
+        fast = [w - g * r for w, g, r in zip(fast, grads, rates)]
+        if after_inner_step is not None:
+            after_inner_step(i)
+        meta_losses.append(loss_at(fast, bx, by, bt))
+    return torch.stack(meta_losses).mean()
+
+
+def _clip(grads: list[torch.Tensor], max_norm: float) -> None:
+    """Scale ``grads`` in place so that their joint L2 norm is at most ``max_norm``
+    (``torch.nn.utils.clip_grad_norm_`` semantics: factor max_norm / (norm + 1e-6), capped at 1)."""
+    with torch.no_grad():
+        norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))
+        factor = torch.clamp(max_norm / (norm + 1e-6), max=1.0)
+        torch._foreach_mul_(grads, factor)

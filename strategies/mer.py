@@ -1,0 +1,127 @@
+"""Meta-Experience Replay (Riemer et al. 2019, "Learning to Learn without Forgetting by
+Maximizing Transfer and Minimizing Interference", ICLR).
+
+Algorithm 1 (default), for every incoming example (x, y), in stream order:
+
+1. ``theta_A0 <- theta``
+2. for i in 1 .. s (``batches_per_example``):
+   ``theta_Wi0 <- theta``; draw ``replay_batch`` examples from the reservoir memory and put
+   (x, y) first (as the official ``meralg1.py`` does); take one plain SGD step per example of
+   the batch, one example at a time; then the within-batch Reptile step
+   ``theta <- theta_Wi0 + beta * (theta - theta_Wi0)``
+3. the across-batch Reptile step ``theta <- theta_A0 + gamma * (theta - theta_A0)``
+4. offer (x, y) to the reservoir memory (so replay starts during the first task).
+
+Algorithm 6 ("one big batch"): the s batches of Algorithm 1 joined into one batch of s*k
+examples (the incoming example once per original batch), one Reptile step with ``gamma``;
+this equals Algorithm 1 with beta = 1. Algorithm 7: one batch of the example and
+``replay_batch`` memory examples in random order, the example's loss weighted by s, one
+Reptile step with ``gamma``.
+
+Deviations from the official code, none of which changes the algorithm: memory examples of a
+batch are drawn without replacement (the official code reshuffles per draw, which can repeat
+one); the reservoir uses Vitter's Algorithm R exactly (the official ``randint(0, age)`` is off
+by one); Algorithm 7 also updates on the very first example (the official code skips it).
+In task-incremental streams each example's loss is taken over the classes of its own task.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from strategies.functional import copy_into, masked_cross_entropy, reptile, trainable
+from strategies.memory import ReservoirMemory
+
+ALGORITHMS = (1, 6, 7)
+
+
+def _meta_template():
+    from avalanche.training.templates import SupervisedMetaLearningTemplate
+
+    return SupervisedMetaLearningTemplate
+
+
+class MER(_meta_template()):
+    """MER as an Avalanche meta-learning strategy: ``_inner_updates`` runs the per-example
+    algorithm on every example of the minibatch; ``_outer_update`` has nothing left to do.
+
+    ``inner_steps`` counts the single-example SGD steps taken.
+    """
+
+    def __init__(self, *, model: torch.nn.Module, lr: float, beta: float, gamma: float, mem_size: int,
+                 replay_batch: int, batches_per_example: int, algorithm: int = 1, seed: int = 0,
+                 class_mask: torch.Tensor | None = None, **template_kwargs: Any):
+        if algorithm not in ALGORITHMS:
+            raise ValueError(f"MER algorithm must be one of {ALGORITHMS}, got {algorithm}")
+        super().__init__(model=model, optimizer=torch.optim.SGD(model.parameters(), lr=lr), **template_kwargs)
+        self.lr, self.beta, self.gamma = lr, beta, gamma
+        self.replay_batch, self.batches_per_example, self.algorithm = replay_batch, batches_per_example, algorithm
+        self.memory = ReservoirMemory(size=mem_size, seed=seed, device=self.device)
+        self.inner_steps = 0
+        self._order = torch.Generator().manual_seed(seed)
+        self._mask = class_mask
+        self._track_parameters()
+
+    # -- Avalanche hooks -------------------------------------------------------------
+    def _track_parameters(self) -> None:
+        _, self._params = trainable(self.model)
+        self._before_example = [torch.empty_like(p) for p in self._params]
+        self._before_batch = [torch.empty_like(p) for p in self._params]
+
+    def _before_training_exp(self, **kwargs):
+        super()._before_training_exp(**kwargs)
+        self._track_parameters()  # Avalanche may have adapted (replaced) the model's parameters
+
+    def _inner_updates(self, **kwargs):
+        x, y, t = self.mb_x, self.mb_y, self.mb_task_id
+        losses = []
+        for i in range(len(y)):
+            xi, yi, ti = x[i:i + 1], y[i:i + 1], t[i:i + 1]
+            losses.append(self._observe(xi, yi, ti))
+            self.memory.add(xi, yi, ti)
+        self.loss = torch.stack(losses).mean()
+
+    def _outer_update(self, **kwargs):
+        """Nothing: MER's meta-updates are the Reptile steps inside ``_inner_updates``."""
+
+    # -- the algorithm ---------------------------------------------------------------
+    def _observe(self, x, y, t) -> torch.Tensor:
+        copy_into(self._before_example, self._params)
+        total = torch.zeros((), device=self.device)
+        if self.algorithm == 7:
+            bx, by, bt = self._batch(x, y, t)
+            order = torch.randperm(len(by), generator=self._order).to(by.device)
+            weight = torch.ones(len(by), device=by.device)
+            weight[0] = float(self.batches_per_example)
+            total += self._sgd_through(bx[order], by[order], bt[order], weight[order])
+        else:
+            beta = 1.0 if self.algorithm == 6 else self.beta
+            for _ in range(self.batches_per_example):
+                copy_into(self._before_batch, self._params)
+                total += self._sgd_through(*self._batch(x, y, t))
+                reptile(self._params, self._before_batch, beta)
+        reptile(self._params, self._before_example, self.gamma)
+        return total.detach()
+
+    def _batch(self, x, y, t):
+        """The incoming example first, then ``replay_batch`` distinct memory examples."""
+        if self.replay_batch == 0 or len(self.memory) == 0:
+            return x, y, t
+        mx, my, mt = self.memory.sample(self.replay_batch)
+        return torch.cat([x, mx]), torch.cat([y, my]), torch.cat([t, mt])
+
+    def _sgd_through(self, bx, by, bt, weight=None) -> torch.Tensor:
+        """Plain SGD, one example at a time, in batch order; returns the summed loss."""
+        total = torch.zeros((), device=self.device)
+        for j in range(len(by)):
+            logits = self.model(bx[j:j + 1])
+            w = None if weight is None else weight[j:j + 1]
+            loss = masked_cross_entropy(logits, by[j:j + 1], bt[j:j + 1], self._mask, w)
+            grads = torch.autograd.grad(loss, self._params)
+            with torch.no_grad():
+                torch._foreach_add_(self._params, grads, alpha=-self.lr)
+            total += loss.detach()
+            self.inner_steps += 1
+        return total

@@ -1,0 +1,92 @@
+"""Registration of our meta-learning continual strategies: mer, c-maml, la-maml, sync-la-maml.
+
+Defaults are the official MNIST settings for a memory of 200 (DESIGN.md): MER as for
+Permutations (lr 0.03, beta 0.03, gamma 1.0, replay 10, 10 batches per example); La-MAML
+opt_lr 0.3, alpha_init 0.15; C-MAML opt_wt 0.1, alpha_init 0.1 (Rotations; 0.03 for
+Permutations); Sync-La-MAML opt_lr 0.1, opt_wt 0.1, alpha_init 0.15; glances 5, replay 10;
+first-order meta-gradients and clipping norm 2.0 (the official parser's defaults).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from strategies.context import StrategyContext
+from strategies.errors import StrategyError
+from strategies.functional import task_mask
+from strategies.hparams import Range
+from strategies.registry import Registry
+
+RATE = Annotated[float, Range(gt=0)]
+NON_NEGATIVE_RATE = Annotated[float, Range(ge=0)]
+FRACTION = Annotated[float, Range(ge=0, le=1)]
+POSITIVE = Annotated[int, Range(ge=1)]
+COUNT = Annotated[int, Range(ge=0)]
+
+
+def _mask(context: StrategyContext):
+    if not context.task_labels:
+        return None
+    return task_mask(context.classes_per_task, context.n_classes, context.device)
+
+
+def _replay_fits(hp: dict) -> None:
+    if hp["replay_batch"] > hp["mem_size"]:
+        raise StrategyError(f"replay_batch={hp['replay_batch']} is larger than mem_size={hp['mem_size']}; "
+                            "allowed: replay_batch <= mem_size")
+
+
+def _mer_check(hp: dict) -> None:
+    _replay_fits(hp)
+    if hp["algorithm"] not in (1, 6, 7):
+        raise StrategyError(f"strategy 'mer': hyperparameter 'algorithm' is {hp['algorithm']}; allowed: 1, 6, 7 "
+                            "(Riemer et al. 2019, Algorithms 1, 6 and 7)")
+
+
+def register_meta_strategies(registry: Registry) -> None:
+    """Register mer, c-maml (alias online-maml), la-maml and sync-la-maml into ``registry``."""
+    reg = registry.register
+
+    @reg("mer", aliases=("meta-experience-replay",), check=_mer_check)
+    def mer(*, model, context: StrategyContext, lr: RATE = 0.03, beta: FRACTION = 0.03, gamma: FRACTION = 1.0,
+            mem_size: POSITIVE = 200, replay_batch: COUNT = 10, batches_per_example: POSITIVE = 10,
+            algorithm: Annotated[int, Range(ge=1, le=7)] = 1):
+        """Meta-Experience Replay (Riemer et al. 2019), Algorithm 1 by default."""
+        from strategies.mer import MER
+
+        return MER(model=model, lr=lr, beta=beta, gamma=gamma, mem_size=mem_size, replay_batch=replay_batch,
+                   batches_per_example=batches_per_example, algorithm=algorithm, seed=context.seed,
+                   class_mask=_mask(context), **context.template_kwargs())
+
+    def _lamaml(model, context, **kw):
+        from strategies.lamaml import LookAheadMAML
+
+        return LookAheadMAML(model=model, seed=context.seed, class_mask=_mask(context), **kw,
+                             **context.template_kwargs())
+
+    @reg("c-maml", aliases=("online-maml", "cmaml"), check=_replay_fits)
+    def c_maml(*, model, context: StrategyContext, opt_wt: RATE = 0.1, alpha_init: RATE = 0.1,
+               glances: POSITIVE = 5, mem_size: POSITIVE = 200, replay_batch: COUNT = 10,
+               second_order: bool = False, grad_clip_norm: RATE = 2.0):
+        """Continual MAML (Gupta et al. 2020): fixed inner rate, synchronous SGD meta-update."""
+        return _lamaml(model, context, alpha_init=alpha_init, opt_lr=0.0, opt_wt=opt_wt, learn_lr=False,
+                       sync_update=True, glances=glances, mem_size=mem_size, replay_batch=replay_batch,
+                       second_order=second_order, grad_clip_norm=grad_clip_norm)
+
+    @reg("la-maml", aliases=("lamaml",), check=_replay_fits)
+    def la_maml(*, model, context: StrategyContext, opt_lr: NON_NEGATIVE_RATE = 0.3, alpha_init: RATE = 0.15,
+                learn_lr: bool = True, glances: POSITIVE = 5, mem_size: POSITIVE = 200, replay_batch: COUNT = 10,
+                second_order: bool = False, grad_clip_norm: RATE = 2.0):
+        """La-MAML (Gupta et al. 2020): learned per-parameter rates, asynchronous update."""
+        return _lamaml(model, context, alpha_init=alpha_init, opt_lr=opt_lr, opt_wt=0.0, learn_lr=learn_lr,
+                       sync_update=False, glances=glances, mem_size=mem_size, replay_batch=replay_batch,
+                       second_order=second_order, grad_clip_norm=grad_clip_norm)
+
+    @reg("sync-la-maml", aliases=("sync-lamaml",), check=_replay_fits)
+    def sync_la_maml(*, model, context: StrategyContext, opt_lr: NON_NEGATIVE_RATE = 0.1, opt_wt: RATE = 0.1,
+                     alpha_init: RATE = 0.15, glances: POSITIVE = 5, mem_size: POSITIVE = 200,
+                     replay_batch: COUNT = 10, second_order: bool = False, grad_clip_norm: RATE = 2.0):
+        """Sync-La-MAML (Gupta et al. 2020): learned rates, synchronous SGD weight update."""
+        return _lamaml(model, context, alpha_init=alpha_init, opt_lr=opt_lr, opt_wt=opt_wt, learn_lr=True,
+                       sync_update=True, glances=glances, mem_size=mem_size, replay_batch=replay_batch,
+                       second_order=second_order, grad_clip_norm=grad_clip_norm)
