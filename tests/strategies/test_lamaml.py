@@ -1,0 +1,114 @@
+"""La-MAML and C-MAML: meta-gradients, learned rates, and how the variants relate."""
+
+import copy
+
+import pytest
+import torch
+
+import scenarios
+import strategies
+from benchmark.models import build_model
+from strategies.lamaml import look_ahead_meta_loss
+
+
+def _tiny():
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Tanh(), torch.nn.Linear(4, 2)).double()
+    names = [n for n, _ in model.named_parameters()]
+    params = [p.detach().clone().requires_grad_() for p in model.parameters()]
+    rates = [torch.full_like(p, 0.3).requires_grad_() for p in params]
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(3, 3, generator=g, dtype=torch.float64)
+    y = torch.tensor([0, 1, 1])
+    bx = torch.randn(5, 3, generator=g, dtype=torch.float64)
+    by = torch.tensor([1, 0, 1, 0, 0])
+    t3, t5 = torch.zeros(3, dtype=torch.long), torch.zeros(5, dtype=torch.long)
+    return model, names, params, rates, (x, y, t3), (bx, by, t5)
+
+
+def _meta(second_order, model, names, params, rates, inc, meta):
+    return look_ahead_meta_loss(model, names, params, rates, inc, meta, second_order=second_order)
+
+
+def _finite_difference(model, names, params, rates, inc, meta, which, index, eps=1e-6):
+    def value(shift):
+        ps = [p.detach().clone() for p in params]
+        rs = [r.detach().clone() for r in rates]
+        target = ps if which == "params" else rs
+        target[0].view(-1)[index] += shift
+        ps = [p.requires_grad_() for p in ps]
+        return float(_meta(False, model, names, ps, rs, inc, meta))
+
+    return (value(eps) - value(-eps)) / (2 * eps)
+
+
+def test_second_order_meta_gradient_matches_finite_differences():
+    model, names, params, rates, inc, meta = _tiny()
+    second = torch.autograd.grad(_meta(True, model, names, params, rates, inc, meta), [params[0], rates[0]])
+    first = torch.autograd.grad(_meta(False, model, names, params, rates, inc, meta), [params[0], rates[0]])
+    for index in range(params[0].numel()):
+        fd_w = _finite_difference(model, names, params, rates, inc, meta, "params", index)
+        fd_a = _finite_difference(model, names, params, rates, inc, meta, "rates", index)
+        assert second[0].view(-1)[index].item() == pytest.approx(fd_w, rel=1e-5, abs=1e-8)
+        assert second[1].view(-1)[index].item() == pytest.approx(fd_a, rel=1e-5, abs=1e-8)
+    assert not torch.allclose(first[0], second[0], rtol=1e-3)  # first order is an approximation
+    assert not torch.allclose(first[1], second[1], rtol=1e-3)
+
+
+@pytest.fixture(scope="module")
+def stream():
+    return scenarios.build("permuted-mnist", seed=0, n_tasks=2, per_task=40, test_per_task=100)
+
+
+def _train(name, stream, model, *, tasks=2, **hp):
+    torch.manual_seed(1)
+    ctx = strategies.StrategyContext(batch_size=10, n_classes=10, input_shape=stream.input_shape,
+                                     classes_per_task=stream.classes_per_task)
+    s = strategies.build(name, model=model, context=ctx, **hp)
+    for exp in list(stream.benchmark.train_stream)[:tasks]:
+        s.train(exp)
+    return s
+
+
+def _model(stream):
+    torch.manual_seed(0)
+    return build_model("mlp", input_shape=stream.input_shape, n_classes=10)
+
+
+def test_learned_rates_move_only_when_opt_lr_is_positive(stream):
+    base = _model(stream)
+    moving = _train("la-maml", stream, copy.deepcopy(base), opt_lr=0.3, alpha_init=0.15)
+    still = _train("la-maml", stream, copy.deepcopy(base), opt_lr=0.0, alpha_init=0.15)
+    assert any(not torch.allclose(a, torch.full_like(a, 0.15)) for a in moving.alphas)
+    assert all(torch.equal(a, torch.full_like(a, 0.15)) for a in still.alphas)
+    assert moving.extra_metrics["mean_alpha"] != pytest.approx(0.15)
+    for p, q in zip(moving.model.parameters(), base.parameters()):
+        assert not torch.equal(p, q)
+
+
+def test_la_maml_without_learned_rates_is_c_maml(stream):
+    base = _model(stream)
+    la = _train("la-maml", stream, copy.deepcopy(base), learn_lr=False, alpha_init=0.05, glances=2)
+    cm = _train("c-maml", stream, copy.deepcopy(base), alpha_init=0.05, opt_wt=0.05, glances=2)
+    for p, q in zip(la.model.parameters(), cm.model.parameters()):
+        assert torch.allclose(p, q, atol=1e-6)
+    other = _train("c-maml", stream, copy.deepcopy(base), alpha_init=0.05, opt_wt=0.1, glances=2)
+    assert not torch.allclose(next(other.model.parameters()), next(cm.model.parameters()))
+
+
+def test_sync_la_maml_differs_from_la_maml(stream):
+    base = _model(stream)
+    a = _train("la-maml", stream, copy.deepcopy(base), tasks=1)
+    b = _train("sync-la-maml", stream, copy.deepcopy(base), tasks=1)
+    assert not torch.allclose(next(a.model.parameters()), next(b.model.parameters()))
+
+
+def test_memory_fills_online_once_per_example_and_steps_are_counted(stream):
+    s = _train("la-maml", stream, _model(stream), tasks=1, glances=3, mem_size=25)
+    assert s.memory.seen == 40 and len(s.memory) == 25  # first glance only, during the first task
+    assert s.inner_steps == 40 * 3
+
+
+def test_online_maml_is_an_alias():
+    assert strategies.resolve("online_maml")[0] == "c-maml"
+    assert strategies.resolve("LaMAML")[0] == "la-maml"

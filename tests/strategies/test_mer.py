@@ -1,0 +1,113 @@
+"""MER behaves as the paper's algorithms say."""
+
+import copy
+
+import pytest
+import torch
+
+import scenarios
+import strategies
+from benchmark.models import build_model
+
+
+@pytest.fixture(scope="module")
+def stream():
+    return scenarios.build("permuted-mnist", seed=0, n_tasks=2, per_task=60, test_per_task=100)
+
+
+def _context(stream, **kw):
+    return strategies.StrategyContext(batch_size=10, n_classes=stream.n_classes, input_shape=stream.input_shape,
+                                      classes_per_task=stream.classes_per_task, **kw)
+
+
+def _model(stream, seed=0):
+    torch.manual_seed(seed)
+    return build_model("mlp", input_shape=stream.input_shape, n_classes=10)
+
+
+def _train(name, stream, model, *, tasks=2, **hp):
+    torch.manual_seed(1)  # the data order of Avalanche's loader
+    s = strategies.build(name, model=model, context=_context(stream), **hp)
+    for exp in list(stream.benchmark.train_stream)[:tasks]:
+        s.train(exp)
+    return s
+
+
+def _online_sgd(stream, model, lr, tasks=2):
+    """Plain online SGD, one example at a time, in the order Avalanche's loader gives."""
+    from torch.utils.data import DataLoader
+
+    torch.manual_seed(1)
+    opt = torch.optim.SGD(model.parameters(), lr=lr)
+    steps = 0
+    for exp in list(stream.benchmark.train_stream)[:tasks]:
+        for x, y, _ in DataLoader(exp.dataset, batch_size=10, shuffle=True):
+            for i in range(len(y)):
+                opt.zero_grad()
+                torch.nn.functional.cross_entropy(model(x[i:i + 1]), y[i:i + 1]).backward()
+                opt.step()
+                steps += 1
+    return steps
+
+
+def test_mer_with_unit_reptile_and_no_replay_is_online_sgd(stream):
+    base = _model(stream)
+    mer_model, sgd_model = copy.deepcopy(base), copy.deepcopy(base)
+    s = _train("mer", stream, mer_model, lr=0.05, beta=1.0, gamma=1.0, batches_per_example=1, replay_batch=0)
+    steps = _online_sgd(stream, sgd_model, lr=0.05)
+    assert s.inner_steps == steps == 120
+    for a, b in zip(s.model.parameters(), sgd_model.parameters()):
+        assert torch.allclose(a, b, atol=1e-6)
+    assert not torch.allclose(next(base.parameters()), next(sgd_model.parameters()))
+
+
+def test_reptile_steps_change_the_result(stream):
+    base = _model(stream)
+    plain = _train("mer", stream, copy.deepcopy(base), lr=0.05, beta=1.0, gamma=1.0, batches_per_example=1,
+                   replay_batch=0)
+    damped = _train("mer", stream, copy.deepcopy(base), lr=0.05, beta=0.5, gamma=1.0, batches_per_example=1,
+                    replay_batch=0)
+    gamma = _train("mer", stream, copy.deepcopy(base), lr=0.05, beta=1.0, gamma=0.5, batches_per_example=1,
+                   replay_batch=0)
+    w = [next(s.model.parameters()) for s in (plain, damped, gamma)]
+    assert not torch.allclose(w[0], w[1]) and not torch.allclose(w[0], w[2])
+    # with one batch per example, beta and gamma interpolate the same way: they compose
+    both = _train("mer", stream, copy.deepcopy(base), lr=0.05, beta=0.5, gamma=1.0, batches_per_example=1,
+                  replay_batch=0)
+    assert torch.allclose(next(both.model.parameters()), w[1])
+    assert torch.allclose(w[1], w[2], atol=1e-6)
+
+
+def test_replay_starts_during_the_first_task_and_counts_steps(stream):
+    s = _train("mer", stream, _model(stream), tasks=1, batches_per_example=2, replay_batch=4, mem_size=20)
+    assert s.memory.seen == 60 and len(s.memory) == 20
+    # example n (0-based) sees min(n, 4) memory examples in each of its 2 batches
+    expected = sum(2 * (1 + min(n, 4)) for n in range(60))
+    assert s.inner_steps == expected
+
+
+def test_algorithm_6_is_algorithm_1_with_beta_one(stream):
+    base = _model(stream)
+    a6 = _train("mer", stream, copy.deepcopy(base), algorithm=6, beta=0.1, gamma=0.3, batches_per_example=2,
+                replay_batch=3)
+    a1 = _train("mer", stream, copy.deepcopy(base), algorithm=1, beta=1.0, gamma=0.3, batches_per_example=2,
+                replay_batch=3)
+    for p, q in zip(a6.model.parameters(), a1.model.parameters()):
+        assert torch.equal(p, q)
+
+
+def test_algorithm_7_weights_the_incoming_example(stream):
+    base = _model(stream)
+    s1 = _train("mer", stream, copy.deepcopy(base), tasks=1, algorithm=7, batches_per_example=1, gamma=1.0,
+                replay_batch=0, lr=0.01)
+    s3 = _train("mer", stream, copy.deepcopy(base), tasks=1, algorithm=7, batches_per_example=3, gamma=1.0,
+                replay_batch=0, lr=0.01 / 3)
+    # without replay, weight s with rate lr/s is the same SGD as weight 1 with rate lr
+    for p, q in zip(s1.model.parameters(), s3.model.parameters()):
+        assert torch.allclose(p, q, atol=1e-6)
+    assert s1.inner_steps == s3.inner_steps == 60
+
+
+def test_bad_algorithm_is_rejected():
+    with pytest.raises(strategies.StrategyError, match="'algorithm' is 3; allowed: 1, 6, 7"):
+        strategies.resolve("mer", {"algorithm": 3})
