@@ -18,6 +18,9 @@ this equals Algorithm 1 with beta = 1. Algorithm 7: one batch of the example and
 ``replay_batch`` memory examples in random order, the example's loss weighted by s, one
 Reptile step with ``gamma``.
 
+For ReLU MLPs the single-example SGD steps take a closed-form path (:mod:`strategies.fast_mlp`,
+``fast_path``), equal to the autograd path to float rounding.
+
 Deviations from the official code, none of which changes the algorithm: memory examples of a
 batch are drawn without replacement (the official code reshuffles per draw, which can repeat
 one); the reservoir uses Vitter's Algorithm R exactly (the official ``randint(0, age)`` is off
@@ -31,6 +34,7 @@ from typing import Any
 
 import torch
 
+from strategies.fast_mlp import linear_relu_layers, sgd_step
 from strategies.functional import copy_into, masked_cross_entropy, reptile, trainable
 from strategies.memory import ReservoirMemory
 
@@ -52,7 +56,7 @@ class MER(_meta_template()):
 
     def __init__(self, *, model: torch.nn.Module, lr: float, beta: float, gamma: float, mem_size: int,
                  replay_batch: int, batches_per_example: int, algorithm: int = 1, seed: int = 0,
-                 class_mask: torch.Tensor | None = None, **template_kwargs: Any):
+                 class_mask: torch.Tensor | None = None, fast_path: bool = True, **template_kwargs: Any):
         if algorithm not in ALGORITHMS:
             raise ValueError(f"MER algorithm must be one of {ALGORITHMS}, got {algorithm}")
         super().__init__(model=model, optimizer=torch.optim.SGD(model.parameters(), lr=lr), **template_kwargs)
@@ -62,17 +66,22 @@ class MER(_meta_template()):
         self.inner_steps = 0
         self._order = torch.Generator().manual_seed(seed)
         self._mask = class_mask
+        self.fast_path = fast_path
         self._track_parameters()
 
     # -- Avalanche hooks -------------------------------------------------------------
-    def _track_parameters(self) -> None:
+    def _track_parameters(self, example: torch.Tensor | None = None) -> None:
         _, self._params = trainable(self.model)
+        self._layers = None
+        if self.fast_path and example is not None:
+            self._layers = linear_relu_layers(self.model, tuple(example.shape[1:]))
         self._before_example = [torch.empty_like(p) for p in self._params]
         self._before_batch = [torch.empty_like(p) for p in self._params]
 
     def _before_training_exp(self, **kwargs):
         super()._before_training_exp(**kwargs)
-        self._track_parameters()  # Avalanche may have adapted (replaced) the model's parameters
+        # Avalanche may have adapted (replaced) the model's parameters
+        self._track_parameters(self.experience.dataset[0][0].unsqueeze(0))
 
     def _inner_updates(self, **kwargs):
         x, y, t = self.mb_x, self.mb_y, self.mb_task_id
@@ -115,6 +124,15 @@ class MER(_meta_template()):
     def _sgd_through(self, bx, by, bt, weight=None) -> torch.Tensor:
         """Plain SGD, one example at a time, in batch order; returns the summed loss."""
         total = torch.zeros((), device=self.device)
+        if self._layers is not None:  # closed-form path for ReLU MLPs, same arithmetic
+            ys, ts = by.tolist(), bt.tolist()
+            ws = weight.tolist() if weight is not None else None
+            for j in range(len(ys)):
+                mask_row = None if self._mask is None else self._mask[ts[j]]
+                total += sgd_step(self._layers, bx[j], ys[j], self.lr, mask_row=mask_row,
+                                  weight=1.0 if ws is None else ws[j])
+            self.inner_steps += len(ys)
+            return total
         for j in range(len(by)):
             logits = self.model(bx[j:j + 1])
             w = None if weight is None else weight[j:j + 1]

@@ -111,3 +111,49 @@ def test_algorithm_7_weights_the_incoming_example(stream):
 def test_bad_algorithm_is_rejected():
     with pytest.raises(strategies.StrategyError, match="'algorithm' is 3; allowed: 1, 6, 7"):
         strategies.resolve("mer", {"algorithm": 3})
+
+
+@pytest.mark.parametrize("algorithm", [1, 7])
+def test_fast_mlp_path_equals_the_autograd_path(stream, algorithm):
+    base = _model(stream)
+    hp = dict(algorithm=algorithm, batches_per_example=3, replay_batch=4, mem_size=15, beta=0.3, gamma=0.7)
+    fast = _train("mer", stream, copy.deepcopy(base), fast_path=True, **hp)
+    slow = _train("mer", stream, copy.deepcopy(base), fast_path=False, **hp)
+    assert fast._layers is not None and slow._layers is None
+    assert fast.inner_steps == slow.inner_steps
+    for p, q in zip(fast.model.parameters(), slow.model.parameters()):
+        assert torch.allclose(p, q, atol=1e-5)
+
+
+def test_fast_path_with_task_masks_equals_the_autograd_path():
+    split = scenarios.build("split-mnist", seed=0, n_tasks=5, per_task=30, task_incremental=True)
+    ctx = strategies.StrategyContext(batch_size=10, n_classes=10, input_shape=split.input_shape, task_labels=True,
+                                     classes_per_task=split.classes_per_task)
+    models = []
+    for fast_path in (True, False):
+        torch.manual_seed(1)
+        s = strategies.build("mer", model=_model(split), context=ctx, fast_path=fast_path, batches_per_example=2)
+        for exp in list(split.benchmark.train_stream)[:2]:
+            s.train(exp)
+        models.append(s.model)
+    for p, q in zip(*(m.parameters() for m in models)):
+        assert torch.allclose(p, q, atol=1e-5)
+
+
+def test_fast_path_is_not_taken_for_other_networks():
+    from strategies.fast_mlp import linear_relu_layers
+
+    assert linear_relu_layers(build_model("cnn", input_shape=(3, 32, 32), n_classes=10), (3, 32, 32)) is None
+    odd = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 3), torch.nn.Tanh(), torch.nn.Linear(3, 2))
+    assert linear_relu_layers(odd, (4,)) is None
+
+    class Skips(torch.nn.Module):  # same leaves, another computation
+        def __init__(self):
+            super().__init__()
+            self.a, self.r, self.b = torch.nn.Linear(4, 4), torch.nn.ReLU(), torch.nn.Linear(4, 2)
+
+        def forward(self, x):
+            return self.b(self.r(self.a(x)) + x)
+
+    assert linear_relu_layers(Skips(), (4,)) is None
+    assert linear_relu_layers(build_model("mlp", input_shape=(1, 8, 8), n_classes=10), (1, 8, 8)) is not None
