@@ -31,12 +31,40 @@ def _cell(vals: list[float], key: str) -> str:
     return f"{mean:.1f} ± {np.std(vals, ddof=1) * scale:.1f}"
 
 
+def _hparams(r: dict[str, Any]) -> dict[str, Any]:
+    return ((r.get("config") or {}).get("hparams")) or {}
+
+
+def strategy_labels(records: Iterable[dict[str, Any]]) -> dict[str, str]:
+    """run_id -> label: the strategy name, plus the hyperparameters that tell apart several
+    configurations of one strategy on one scenario (``mer (algorithm=6)``)."""
+    import json
+
+    records = list(records)
+    configs: dict[tuple[str, str], dict[str, dict[str, Any]]] = {}
+    for r in records:
+        hp = _hparams(r)
+        configs.setdefault((r.get("scenario", "?"), r.get("strategy", "?")), {})[json.dumps(hp, sort_keys=True, default=str)] = hp
+    labels = {}
+    for r in records:
+        variants = list(configs[(r.get("scenario", "?"), r.get("strategy", "?"))].values())
+        name = str(r.get("strategy", "?"))
+        if len(variants) > 1:
+            hp = _hparams(r)
+            keys = sorted({k for v in variants for k in v if any(v.get(k) != w.get(k) for w in variants)})
+            name += " (" + ", ".join(f"{k}={hp.get(k)}" for k in keys) + ")"
+        labels[r.get("run_id", "?")] = name
+    return labels
+
+
 def summary_table(records: Iterable[dict[str, Any]]) -> str:
-    """A plain-text table: per scenario and strategy, mean ± sd over seeds (accuracies in %),
-    the number of done runs and of failed ones."""
+    """A plain-text table: per scenario and strategy configuration, mean ± sd over seeds
+    (accuracies in %), the number of done runs and of failed ones."""
+    records = list(records)
+    labels = strategy_labels(records)
     by_key: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for r in records:
-        by_key.setdefault((r.get("scenario", "?"), r.get("strategy", "?")), []).append(r)
+        by_key.setdefault((r.get("scenario", "?"), labels[r.get("run_id", "?")]), []).append(r)
     header = ["scenario", "strategy", "runs", "failed", *(title for _, title in COLUMNS)]
     rows = []
     for (sc, st), recs in sorted(by_key.items()):

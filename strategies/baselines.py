@@ -8,8 +8,7 @@ from typing import Annotated
 import torch
 
 from strategies.context import StrategyContext
-from strategies.errors import StrategyError
-from strategies.hparams import Choice, Range
+from strategies.hparams import Choice, Range, replay_within_memory
 from strategies.memory import ReservoirMemory
 from strategies.registry import Registry
 
@@ -21,13 +20,6 @@ NON_NEGATIVE = Annotated[float, Range(ge=0)]
 
 def _sgd(model: torch.nn.Module, lr: float, momentum: float = 0.0) -> torch.optim.Optimizer:
     return torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum)
-
-
-def _replay_fits_memory(hp: dict) -> None:
-    if hp["replay_batch"] > hp["mem_size"]:
-        raise StrategyError(
-            f"replay_batch={hp['replay_batch']} is larger than mem_size={hp['mem_size']}; allowed: replay_batch <= mem_size"
-        )
 
 
 def make_online_replay_plugin(*, mem_size: int, replay_batch: int, seed: int, device):
@@ -85,7 +77,7 @@ def register_baselines(registry: Registry) -> None:
 
         return Naive(model=model, optimizer=_sgd(model, lr, momentum), **context.template_kwargs())
 
-    @reg("er", aliases=("experience-replay",), check=_replay_fits_memory)
+    @reg("er", aliases=("experience-replay",), check=replay_within_memory)
     def er(*, model, context: StrategyContext, lr: LR = 0.1, mem_size: POSITIVE = 200,
            replay_batch: POSITIVE = 10, momentum: MOMENTUM = 0.0):
         """Experience replay with a reservoir memory updated online (Chaudhry et al. 2019)."""
@@ -151,7 +143,7 @@ def register_baselines(registry: Registry) -> None:
 
         return Joint(model=model, optimizer=_sgd(model, lr, momentum), **context.template_kwargs())
 
-    @reg("avalanche-mer", check=_replay_fits_memory)
+    @reg("avalanche-mer", check=replay_within_memory)
     def avalanche_mer(*, model, context: StrategyContext, lr: LR = 0.1, mem_size: POSITIVE = 200,
                       replay_batch: POSITIVE = 10, n_inner_steps: POSITIVE = 5,
                       beta: Annotated[float, Range(gt=0, le=1)] = 0.1,

@@ -153,3 +153,10 @@ def resolve(owner: str, params: tuple[HParam, ...], given: Mapping[str, Any]) ->
             allowed = ", ".join(names) if names else "none"
             raise StrategyError(f"strategy '{owner}': unknown hyperparameter '{key}'{closest(key, names)}; allowed: {allowed}")
     return {p.name: p.check(given[p.name], owner=owner) if p.name in given else p.default for p in params}
+
+
+def replay_within_memory(hp: Mapping[str, Any]) -> None:
+    """Registry check for replay strategies: a replay batch cannot exceed the memory."""
+    if hp["replay_batch"] > hp["mem_size"]:
+        raise StrategyError(f"replay_batch={hp['replay_batch']} is larger than mem_size={hp['mem_size']}; "
+                            "allowed: replay_batch <= mem_size")

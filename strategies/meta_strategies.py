@@ -14,7 +14,7 @@ from typing import Annotated
 from strategies.context import StrategyContext
 from strategies.errors import StrategyError
 from strategies.functional import task_mask
-from strategies.hparams import Range
+from strategies.hparams import Range, replay_within_memory
 from strategies.registry import Registry
 
 RATE = Annotated[float, Range(gt=0)]
@@ -30,14 +30,8 @@ def _mask(context: StrategyContext):
     return task_mask(context.classes_per_task, context.n_classes, context.device)
 
 
-def _replay_fits(hp: dict) -> None:
-    if hp["replay_batch"] > hp["mem_size"]:
-        raise StrategyError(f"replay_batch={hp['replay_batch']} is larger than mem_size={hp['mem_size']}; "
-                            "allowed: replay_batch <= mem_size")
-
-
 def _mer_check(hp: dict) -> None:
-    _replay_fits(hp)
+    replay_within_memory(hp)
     if hp["algorithm"] not in (1, 6, 7):
         raise StrategyError(f"strategy 'mer': hyperparameter 'algorithm' is {hp['algorithm']}; allowed: 1, 6, 7 "
                             "(Riemer et al. 2019, Algorithms 1, 6 and 7)")
@@ -64,7 +58,7 @@ def register_meta_strategies(registry: Registry) -> None:
         return LookAheadMAML(model=model, seed=context.seed, class_mask=_mask(context), **kw,
                              **context.template_kwargs())
 
-    @reg("c-maml", aliases=("online-maml", "cmaml"), check=_replay_fits)
+    @reg("c-maml", aliases=("online-maml", "cmaml"), check=replay_within_memory)
     def c_maml(*, model, context: StrategyContext, opt_wt: RATE = 0.1, alpha_init: RATE = 0.1,
                glances: POSITIVE = 5, mem_size: POSITIVE = 200, replay_batch: COUNT = 10,
                second_order: bool = False, grad_clip_norm: RATE = 2.0):
@@ -73,7 +67,7 @@ def register_meta_strategies(registry: Registry) -> None:
                        sync_update=True, glances=glances, mem_size=mem_size, replay_batch=replay_batch,
                        second_order=second_order, grad_clip_norm=grad_clip_norm)
 
-    @reg("la-maml", aliases=("lamaml",), check=_replay_fits)
+    @reg("la-maml", aliases=("lamaml",), check=replay_within_memory)
     def la_maml(*, model, context: StrategyContext, opt_lr: NON_NEGATIVE_RATE = 0.3, alpha_init: RATE = 0.15,
                 learn_lr: bool = True, glances: POSITIVE = 5, mem_size: POSITIVE = 200, replay_batch: COUNT = 10,
                 second_order: bool = False, grad_clip_norm: RATE = 2.0):
@@ -82,7 +76,7 @@ def register_meta_strategies(registry: Registry) -> None:
                        sync_update=False, glances=glances, mem_size=mem_size, replay_batch=replay_batch,
                        second_order=second_order, grad_clip_norm=grad_clip_norm)
 
-    @reg("sync-la-maml", aliases=("sync-lamaml",), check=_replay_fits)
+    @reg("sync-la-maml", aliases=("sync-lamaml",), check=replay_within_memory)
     def sync_la_maml(*, model, context: StrategyContext, opt_lr: NON_NEGATIVE_RATE = 0.1, opt_wt: RATE = 0.1,
                      alpha_init: RATE = 0.15, glances: POSITIVE = 5, mem_size: POSITIVE = 200,
                      replay_batch: COUNT = 10, second_order: bool = False, grad_clip_norm: RATE = 2.0):
