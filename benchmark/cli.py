@@ -42,7 +42,7 @@ def _parser() -> argparse.ArgumentParser:
     lst = sub.add_parser("list", help="registered strategies and scenarios with their parameters")
     lst.add_argument("--plugin", dest="plugins", action="append", default=[], metavar="FILE.py")
     lst.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
-    rep = sub.add_parser("report", help="summary of a results folder")
+    rep = sub.add_parser("report", help="tables, plots and a forgetting report (md, html, csv, tex) of a results folder")
     rep.add_argument("dir", help="results folder of a sweep")
     rep.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
     return p
@@ -145,6 +145,7 @@ def _list(args) -> int:
 
 def _report(args) -> int:
     from benchmark.config import ConfigError
+    from benchmark.report import write_report
     from benchmark.store import RunStore
     from benchmark.tables import summary_table
 
@@ -154,9 +155,10 @@ def _report(args) -> int:
     records, bad = store.scan()
     for b in bad:
         print(f"clbench: skipping unreadable {b.path}: {b.reason}", file=sys.stderr)
-    path = store.write_summary()
+    written = write_report(store.root)
     print(summary_table(records))
-    print(f"\nwrote {path}")
+    print(f"\nwrote {written['markdown']}, {written['html']}, {written['summary']}, "
+          f"{store.root / 'tables'}/ and {store.root / 'plots'}/")
     return EXIT_OK
 
 

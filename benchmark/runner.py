@@ -4,6 +4,7 @@ each task, and return the run record of DESIGN.md."""
 from __future__ import annotations
 
 import math
+import os
 import platform
 import random
 import resource
@@ -59,6 +60,21 @@ def versions() -> dict[str, str]:
             "avalanche": getattr(avalanche, "__version__", "unknown"), "numpy": np.__version__}
 
 
+def machine() -> dict[str, object]:
+    """Where a run ran: CPU model, cores, torch threads, GPU if any."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
+    except OSError:
+        pass
+    info: dict[str, object] = {"cpu": cpu, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+                               "platform": platform.platform(terse=True)}
+    if torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name(0)
+    return info
+
+
 def _monitor_plugin():
     """Counts training iterations and stops a run whose loss is not finite."""
     from avalanche.core import SupervisedPlugin
@@ -101,7 +117,7 @@ def run_one(spec: RunSpec, *, progress: Progress | None = None) -> dict[str, Any
     ``status: failed`` with the error and its traceback."""
     record: dict[str, Any] = {
         "run_id": spec.run_id, "status": "running", "strategy": spec.strategy, "scenario": spec.scenario,
-        "seed": spec.seed, "config": spec.to_dict(), "versions": versions(),
+        "seed": spec.seed, "config": spec.to_dict(), "versions": versions(), "machine": machine(),
         "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
     try:

@@ -1,76 +1,153 @@
-"""Tables from run records: pure functions, no training objects."""
+"""Comparison tables from the tidy long table: pure functions, no training objects.
+
+For each scenario, one row per strategy configuration: the mean and the sample standard
+deviation over seeds of every metric, the number of done and failed runs, the best mean of
+each column (higher is better, except forgetting and time), and a significance mark where
+a strategy differs from the best at p < 0.05 by Welch's unpaired two-sided t-test over seeds.
+"""
 
 from __future__ import annotations
 
 import math
-from typing import Any, Iterable
+from typing import Any, Iterable, Sequence
 
 import numpy as np
+import pandas as pd
 
-COLUMNS = (("acc", "ACC"), ("bwt", "BWT"), ("forgetting", "Forgetting"), ("train_s", "train s"), ("eval_share", "eval %"))
+from benchmark.tables_labels import strategy_labels
 
-
-def _values(records: list[dict[str, Any]], key: str) -> list[float]:
-    out = []
-    for r in records:
-        v = (r.get("metrics") or {}).get(key, (r.get("timing") or {}).get(key))
-        if v is None:
-            v = (r.get("timing") or {}).get(key)
-        if isinstance(v, (int, float)) and math.isfinite(v):
-            out.append(float(v))
-    return out
-
-
-def _cell(vals: list[float], key: str) -> str:
-    if not vals:
-        return "-"
-    scale = 100.0 if key in ("acc", "bwt", "forgetting", "eval_share") else 1.0
-    mean = np.mean(vals) * scale
-    if len(vals) == 1:
-        return f"{mean:.1f}"
-    return f"{mean:.1f} ± {np.std(vals, ddof=1) * scale:.1f}"
+# metric -> (column title, higher is better, shown in %)
+METRIC_INFO: dict[str, tuple[str, bool, bool]] = {
+    "acc": ("ACC", True, True),
+    "la": ("LA", True, True),
+    "bwt": ("BWT", True, True),
+    "fwt": ("FWT", True, True),
+    "forgetting": ("Forgetting", False, True),
+    "train_s": ("Train s", False, False),
+    "eval_share": ("Eval %", False, True),
+}
+REPORT_METRICS = ("acc", "la", "bwt", "fwt", "forgetting", "train_s")
+SUMMARY_METRICS = ("acc", "bwt", "forgetting", "train_s", "eval_share")
+SIGNIFICANCE = 0.05
+MARK = "†"
 
 
-def _hparams(r: dict[str, Any]) -> dict[str, Any]:
-    return ((r.get("config") or {}).get("hparams")) or {}
+def welch_p(a: Sequence[float], b: Sequence[float]) -> float:
+    """Two-sided p-value of Welch's t-test; NaN with fewer than 2 values on a side or no
+    variance at all."""
+    a, b = np.asarray(a, float), np.asarray(b, float)
+    if len(a) < 2 or len(b) < 2:
+        return math.nan
+    if np.var(a) == 0 and np.var(b) == 0:
+        return 0.0 if np.mean(a) != np.mean(b) else 1.0
+    from scipy.stats import ttest_ind
+
+    return float(ttest_ind(a, b, equal_var=False).pvalue)
 
 
-def strategy_labels(records: Iterable[dict[str, Any]]) -> dict[str, str]:
-    """run_id -> label: the strategy name, plus the hyperparameters that tell apart several
-    configurations of one strategy on one scenario (``mer (algorithm=6)``)."""
-    import json
+def comparison(long: pd.DataFrame, scenario: str, metrics: Sequence[str] = REPORT_METRICS) -> pd.DataFrame:
+    """The comparison table of one scenario (see the module docstring). Columns:
+    strategy, runs, failed, and per metric m: m_mean, m_std, m_n, m_best, m_p."""
+    sc = long[long["scenario"] == scenario]
+    runs = sc.drop_duplicates("run_id")
+    rows = []
+    for strategy, group in runs.groupby("strategy", sort=True):
+        rows.append({"strategy": strategy, "runs": int((group["status"] == "done").sum()),
+                     "failed": int((group["status"] != "done").sum())})
+    table = pd.DataFrame(rows, columns=["strategy", "runs", "failed"])
+    done = sc[sc["status"] == "done"]
+    for m in metrics:
+        values = {s: g["value"].dropna().to_numpy() for s, g in done[done["metric"] == m].groupby("strategy")}
+        table[f"{m}_mean"] = [float(np.mean(values[s])) if len(values.get(s, [])) else math.nan for s in table["strategy"]]
+        table[f"{m}_std"] = [float(np.std(values[s], ddof=1)) if len(values.get(s, [])) > 1 else math.nan
+                             for s in table["strategy"]]
+        table[f"{m}_n"] = [len(values.get(s, [])) for s in table["strategy"]]
+        means = table[f"{m}_mean"]
+        if means.notna().any():
+            best_idx = means.idxmax() if METRIC_INFO[m][1] else means.idxmin()
+            best = table.loc[best_idx, "strategy"]
+            table[f"{m}_best"] = table["strategy"] == best
+            table[f"{m}_p"] = [math.nan if s == best else welch_p(values.get(s, []), values[best])
+                               for s in table["strategy"]]
+        else:
+            table[f"{m}_best"] = False
+            table[f"{m}_p"] = math.nan
+    return table
 
-    records = list(records)
-    configs: dict[tuple[str, str], dict[str, dict[str, Any]]] = {}
-    for r in records:
-        hp = _hparams(r)
-        configs.setdefault((r.get("scenario", "?"), r.get("strategy", "?")), {})[json.dumps(hp, sort_keys=True, default=str)] = hp
-    labels = {}
-    for r in records:
-        variants = list(configs[(r.get("scenario", "?"), r.get("strategy", "?"))].values())
-        name = str(r.get("strategy", "?"))
-        if len(variants) > 1:
-            hp = _hparams(r)
-            keys = sorted({k for v in variants for k in v if any(v.get(k) != w.get(k) for w in variants)})
-            name += " (" + ", ".join(f"{k}={hp.get(k)}" for k in keys) + ")"
-        labels[r.get("run_id", "?")] = name
-    return labels
+
+def cell(row: pd.Series, metric: str, *, bold: tuple[str, str] = ("", ""), mark: str = MARK) -> str:
+    """``mean ± sd`` of one metric (accuracies in %), bold where best, marked where p < 0.05."""
+    mean, std = row[f"{metric}_mean"], row[f"{metric}_std"]
+    if mean is None or (isinstance(mean, float) and math.isnan(mean)):
+        return "–"
+    scale = 100.0 if METRIC_INFO[metric][2] else 1.0
+    digits = 1
+    text = f"{mean * scale:.{digits}f}"
+    if not (isinstance(std, float) and math.isnan(std)):
+        text += f" ± {std * scale:.{digits}f}"
+    if row[f"{metric}_best"]:
+        text = f"{bold[0]}{text}{bold[1]}"
+    p = row[f"{metric}_p"]
+    if isinstance(p, float) and not math.isnan(p) and p < SIGNIFICANCE:
+        text += mark
+    return text
+
+
+def headers(metrics: Sequence[str]) -> list[str]:
+    return ["Strategy", "Seeds", "Failed", *(METRIC_INFO[m][0] for m in metrics)]
+
+
+def body(table: pd.DataFrame, metrics: Sequence[str], *, bold=("", ""), mark=MARK) -> list[list[str]]:
+    return [[str(r["strategy"]), str(r["runs"]), str(r["failed"]), *(cell(r, m, bold=bold, mark=mark) for m in metrics)]
+            for _, r in table.iterrows()]
+
+
+def to_markdown(table: pd.DataFrame, metrics: Sequence[str] = REPORT_METRICS) -> str:
+    """A GitHub Markdown table; best in bold, † where p < 0.05 against the best."""
+    def esc(text: str) -> str:
+        return text.replace("|", "\\|")
+
+    lines = ["| " + " | ".join(headers(metrics)) + " |",
+             "|" + "|".join(["---"] + ["--:"] * (len(metrics) + 2)) + "|"]
+    lines += ["| " + " | ".join(esc(c) for c in row) + " |" for row in body(table, metrics, bold=("**", "**"))]
+    return "\n".join(lines)
+
+
+def to_latex(table: pd.DataFrame, *, caption: str, metrics: Sequence[str] = REPORT_METRICS) -> str:
+    """A booktabs LaTeX table; best in \\textbf, $^\\dagger$ where p < 0.05 against the best."""
+    def esc(text: str) -> str:
+        for a, b in (("\\", r"\textbackslash{}"), ("&", r"\&"), ("%", r"\%"), ("$", r"\$"), ("#", r"\#"),
+                     ("_", r"\_"), ("{", r"\{"), ("}", r"\}"), ("~", r"\textasciitilde{}"), ("^", r"\^{}")):
+            text = text.replace(a, b)
+        return text
+
+    rows = body(table, metrics, bold=("BOLDSTART", "BOLDEND"), mark="DAGGER")
+    out = [r"\begin{table}[t]", r"\centering", rf"\caption{{{esc(caption)}}}",
+           r"\begin{tabular}{l" + "r" * (len(metrics) + 2) + "}", r"\toprule",
+           " & ".join(esc(h) for h in headers(metrics)) + r" \\", r"\midrule"]
+    for row in rows:
+        cells = [esc(c).replace("BOLDSTART", r"\textbf{").replace("BOLDEND", "}").replace("DAGGER", r"$^\dagger$")
+                 .replace("±", r"$\pm$") for c in row]
+        out.append(" & ".join(cells) + r" \\")
+    out += [r"\bottomrule", r"\end{tabular}", r"\end{table}"]
+    return "\n".join(out)
 
 
 def summary_table(records: Iterable[dict[str, Any]]) -> str:
-    """A plain-text table: per scenario and strategy configuration, mean ± sd over seeds
-    (accuracies in %), the number of done runs and of failed ones."""
-    records = list(records)
-    labels = strategy_labels(records)
-    by_key: dict[tuple[str, str], list[dict[str, Any]]] = {}
-    for r in records:
-        by_key.setdefault((r.get("scenario", "?"), labels[r.get("run_id", "?")]), []).append(r)
-    header = ["scenario", "strategy", "runs", "failed", *(title for _, title in COLUMNS)]
+    """The plain-text table ``clbench run`` prints: per scenario and strategy configuration,
+    mean ± sd over seeds (accuracies in %), done and failed runs, train time, eval share."""
+    from benchmark.tidy import long_table
+
+    long = long_table(records)
+    head = ["scenario", *[h.lower() for h in headers(SUMMARY_METRICS)[:3]], *headers(SUMMARY_METRICS)[3:]]
     rows = []
-    for (sc, st), recs in sorted(by_key.items()):
-        done = [r for r in recs if r.get("status") == "done"]
-        rows.append([sc, st, str(len(done)), str(len(recs) - len(done)), *(_cell(_values(done, k), k) for k, _ in COLUMNS)])
-    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows)]
-    lines = ["  ".join(h.ljust(w) for h, w in zip(header, widths)), "  ".join("-" * w for w in widths)]
+    for scenario in sorted(long["scenario"].dropna().unique()):
+        for r in body(comparison(long, scenario, SUMMARY_METRICS), SUMMARY_METRICS, mark=""):
+            rows.append([scenario, *r])
+    widths = [max(len(str(x)) for x in col) for col in zip(head, *rows)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(head, widths)), "  ".join("-" * w for w in widths)]
     lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths)) for row in rows]
     return "\n".join(lines)
+
+
+__all__ = ["METRIC_INFO", "comparison", "to_markdown", "to_latex", "summary_table", "welch_p", "strategy_labels"]
