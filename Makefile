@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 CONFIG ?= configs/quickstart.yaml
 JOBS   ?= 2
 
-.PHONY: run test test-all list clean-venv
+.PHONY: run test test-all list clean-venv browser
 
 $(BIN)/python:
 	$(PYTHON) -c 'import sys; sys.exit("Python >= 3.10 is required, found " + sys.version.split()[0]) if sys.version_info < (3, 10) else None'
@@ -24,10 +24,16 @@ $(VENV)/.installed-test: pyproject.toml | $(BIN)/python
 run: $(VENV)/.installed
 	$(BIN)/clbench run $(CONFIG) --jobs $(JOBS)
 
-test: $(VENV)/.installed-test
+# The HTML report test drives a real browser: Debian's chromium, installed where we can.
+browser:
+	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) ; } || \
+	  echo "note: chromium is not installed; the browser test of the HTML report will be skipped"
+
+test: $(VENV)/.installed-test browser
 	$(BIN)/python -m pytest
 
-test-all: $(VENV)/.installed-test
+test-all: $(VENV)/.installed-test browser
 	$(BIN)/python -m pytest -m ''
 
 list: $(VENV)/.installed

@@ -30,3 +30,22 @@ def nan(*, model, context, lr: float = 0.1):
     """Naive whose loss is NaN."""
     return Naive(model=model, optimizer=torch.optim.SGD(model.parameters(), lr=lr),
                  **context.template_kwargs(plugins=[PoisonLoss()]))
+
+
+class RaiseForSeedOne(SupervisedPlugin):
+    def before_training_exp(self, strategy, **kwargs):
+        raise RuntimeError("planned failure for seed 1 <b>not bold</b>")
+
+
+@strategies.register("test-fails-seed-1")
+def fails_seed_1(*, model, context, lr: float = 0.1):
+    """Naive that fails for seed 1 only."""
+    plugins = [RaiseForSeedOne()] if context.seed == 1 else []
+    return Naive(model=model, optimizer=torch.optim.SGD(model.parameters(), lr=lr),
+                 **context.template_kwargs(plugins=plugins))
+
+
+@strategies.register("<script>alert('x')</script>")
+def scripted(*, model, context, lr: float = 0.05):
+    """A plugin whose name is markup."""
+    return Naive(model=model, optimizer=torch.optim.SGD(model.parameters(), lr=lr), **context.template_kwargs())
