@@ -4,6 +4,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 CONFIG ?= configs/quickstart.yaml
+OUT    ?= results/quickstart
 JOBS   ?= 2
 
 .PHONY: run test test-all list clean-venv browser
@@ -22,7 +23,8 @@ $(VENV)/.installed-test: pyproject.toml | $(BIN)/python
 	touch $(VENV)/.installed $@
 
 run: $(VENV)/.installed
-	$(BIN)/clbench run $(CONFIG) --jobs $(JOBS)
+	$(BIN)/clbench run $(CONFIG) --out $(OUT) --jobs $(JOBS); status=$$?; \
+	$(BIN)/clbench report $(OUT) > /dev/null && echo "report: $(OUT)/report.html, $(OUT)/report.md"; exit $$status
 
 # The HTML report test drives a real browser: Debian's chromium, installed where we can.
 browser:

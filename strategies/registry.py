@@ -72,7 +72,8 @@ class Registry:
             for k in (key, *map(normalise, aliases)):
                 if k in self._defs or k in self._aliases:
                     raise StrategyError(f"strategy name '{k}' is already registered (by {self._origin_of(k)})")
-            doc = description or (factory.__doc__ or "").strip().split("\n")[0]
+            paragraph = (factory.__doc__ or "").strip().split("\n\n")[0]
+            doc = description or " ".join(line.strip() for line in paragraph.splitlines())
             self._defs[key] = StrategyDef(key, factory, declared(factory, owner=key), doc, origin, check)
             for a in aliases:
                 self._aliases[normalise(a)] = key
