@@ -31,17 +31,17 @@ from typing import Any
 import torch
 from torch.func import functional_call
 
-from strategies.functional import masked_cross_entropy, trainable
+from strategies.functional import SingleThreadedExperiences, masked_cross_entropy, trainable
 from strategies.memory import ReservoirMemory
 from strategies.mer import _meta_template
 
 
-class LookAheadMAML(_meta_template()):
+class LookAheadMAML(SingleThreadedExperiences, _meta_template()):
     """La-MAML (``learn_lr=True, sync_update=False``), Sync-La-MAML (``True, True``) and
     C-MAML (``False, True``) as an Avalanche meta-learning strategy.
 
     ``alphas`` holds one learning-rate tensor per parameter; ``inner_steps`` counts the
-    single-example inner SGD steps.
+    single-example inner SGD steps. Each experience trains with torch and BLAS on one thread.
     """
 
     def __init__(self, *, model: torch.nn.Module, alpha_init: float, opt_lr: float, opt_wt: float,

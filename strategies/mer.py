@@ -19,7 +19,8 @@ this equals Algorithm 1 with beta = 1. Algorithm 7: one batch of the example and
 Reptile step with ``gamma``.
 
 For ReLU MLPs the single-example SGD steps take a closed-form path (:mod:`strategies.fast_mlp`,
-``fast_path``), equal to the autograd path to float rounding.
+``fast_path``): BLAS kernels on the CPU, torch kernels elsewhere; both equal the autograd path
+to float rounding.
 
 Deviations from the official code, none of which changes the algorithm: memory examples of a
 batch are drawn without replacement (the official code reshuffles per draw, which can repeat
@@ -34,8 +35,8 @@ from typing import Any
 
 import torch
 
-from strategies.fast_mlp import linear_relu_layers, sgd_step
-from strategies.functional import copy_into, masked_cross_entropy, reptile, trainable
+from strategies.fast_mlp import BlasMLP, linear_relu_layers, sgd_step
+from strategies.functional import SingleThreadedExperiences, copy_into, masked_cross_entropy, reptile, trainable
 from strategies.memory import ReservoirMemory
 
 ALGORITHMS = (1, 6, 7)
@@ -47,11 +48,12 @@ def _meta_template():
     return SupervisedMetaLearningTemplate
 
 
-class MER(_meta_template()):
+class MER(SingleThreadedExperiences, _meta_template()):
     """MER as an Avalanche meta-learning strategy: ``_inner_updates`` runs the per-example
     algorithm on every example of the minibatch; ``_outer_update`` has nothing left to do.
 
-    ``inner_steps`` counts the single-example SGD steps taken.
+    ``inner_steps`` counts the single-example SGD steps taken. Each experience trains with
+    torch and BLAS on one thread (:class:`SingleThreadedExperiences`).
     """
 
     def __init__(self, *, model: torch.nn.Module, lr: float, beta: float, gamma: float, mem_size: int,
@@ -72,9 +74,11 @@ class MER(_meta_template()):
     # -- Avalanche hooks -------------------------------------------------------------
     def _track_parameters(self, example: torch.Tensor | None = None) -> None:
         _, self._params = trainable(self.model)
-        self._layers = None
+        self._layers = self._blas = None
         if self.fast_path and example is not None:
             self._layers = linear_relu_layers(self.model, tuple(example.shape[1:]))
+            if self._layers is not None and BlasMLP.usable(self._layers):
+                self._blas = BlasMLP(self._layers)
         self._before_example = [torch.empty_like(p) for p in self._params]
         self._before_batch = [torch.empty_like(p) for p in self._params]
 
@@ -124,7 +128,18 @@ class MER(_meta_template()):
     def _sgd_through(self, bx, by, bt, weight=None) -> torch.Tensor:
         """Plain SGD, one example at a time, in batch order; returns the summed loss."""
         total = torch.zeros((), device=self.device)
-        if self._layers is not None:  # closed-form path for ReLU MLPs, same arithmetic
+        if self._blas is not None:  # closed-form path through BLAS on CPU, same arithmetic
+            xs = bx.reshape(len(bx), -1).numpy()
+            ys, ts = by.tolist(), bt.tolist()
+            ws = weight.tolist() if weight is not None else None
+            masks = None if self._mask is None else self._mask.numpy()
+            acc = 0.0
+            for j in range(len(ys)):
+                acc += self._blas.step(xs[j], ys[j], self.lr, None if masks is None else masks[ts[j]],
+                                       1.0 if ws is None else ws[j])
+            self.inner_steps += len(ys)
+            return total + acc
+        if self._layers is not None:  # closed-form path for ReLU MLPs on any device
             ys, ts = by.tolist(), bt.tolist()
             ws = weight.tolist() if weight is not None else None
             for j in range(len(ys)):

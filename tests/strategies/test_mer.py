@@ -119,7 +119,7 @@ def test_fast_mlp_path_equals_the_autograd_path(stream, algorithm):
     hp = dict(algorithm=algorithm, batches_per_example=3, replay_batch=4, mem_size=15, beta=0.3, gamma=0.7)
     fast = _train("mer", stream, copy.deepcopy(base), fast_path=True, **hp)
     slow = _train("mer", stream, copy.deepcopy(base), fast_path=False, **hp)
-    assert fast._layers is not None and slow._layers is None
+    assert fast._layers is not None and fast._blas is not None and slow._layers is None
     assert fast.inner_steps == slow.inner_steps
     for p, q in zip(fast.model.parameters(), slow.model.parameters()):
         assert torch.allclose(p, q, atol=1e-5)
@@ -138,6 +138,29 @@ def test_fast_path_with_task_masks_equals_the_autograd_path():
         models.append(s.model)
     for p, q in zip(*(m.parameters() for m in models)):
         assert torch.allclose(p, q, atol=1e-5)
+
+
+def test_blas_and_torch_closed_forms_agree():
+    from strategies.fast_mlp import BlasMLP, linear_relu_layers, sgd_step
+    from strategies.functional import single_threaded
+
+    torch.manual_seed(0)
+    a = build_model("mlp", input_shape=(1, 6, 6), n_classes=5)
+    b = copy.deepcopy(a)
+    la, lb = linear_relu_layers(a, (1, 6, 6)), linear_relu_layers(b, (1, 6, 6))
+    blas = BlasMLP(lb)
+    g = torch.Generator().manual_seed(1)
+    x, y = torch.rand(50, 36, generator=g), torch.randint(0, 5, (50,), generator=g)
+    mask = torch.tensor([0.0, 0.0, float("-inf"), 0.0, float("-inf")])
+    with single_threaded():
+        for k in range(50):
+            w = 1.0 + (k % 3)
+            la_loss = sgd_step(la, x[k], int(y[k]) if k % 2 else 0, 0.1, mask_row=mask if k % 2 == 0 else None, weight=w)
+            lb_loss = blas.step(x[k].numpy(), int(y[k]) if k % 2 else 0, 0.1,
+                                mask.numpy() if k % 2 == 0 else None, w)
+            assert float(la_loss) == pytest.approx(lb_loss, rel=1e-5)
+    for p, q in zip(a.parameters(), b.parameters()):
+        assert torch.allclose(p, q, atol=1e-6)
 
 
 def test_fast_path_is_not_taken_for_other_networks():
