@@ -45,6 +45,9 @@ def _parser() -> argparse.ArgumentParser:
     rep = sub.add_parser("report", help="tables, plots and a forgetting report (md, html, csv, tex) of a results folder")
     rep.add_argument("dir", help="results folder of a sweep")
     rep.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
+    spd = sub.add_parser("speed", help="time our meta strategies against Avalanche's (see `clbench speed -h`)",
+                         add_help=False)
+    spd.add_argument("rest", nargs=argparse.REMAINDER)
     return p
 
 
@@ -52,6 +55,10 @@ def main(argv: list[str] | None = None) -> int:
     debug = "--debug" in (sys.argv[1:] if argv is None else argv)
     try:
         args = _parser().parse_args(argv)
+        if args.command == "speed":
+            from benchmark.speed import main as speed_main
+
+            return speed_main(args.rest)
         return {"run": _run, "list": _list, "report": _report}[args.command](args)
     except SystemExit as exc:  # --help
         return int(exc.code or 0)

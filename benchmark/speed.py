@@ -1,0 +1,246 @@
+"""``clbench speed``: our meta strategies and Avalanche's, side by side in one process.
+
+Every strategy trains on the same stream (permuted MNIST from mnist5k, two tasks so that
+Avalanche's memories, filled at the end of a task, are used in the second), the same model
+initialisation (MLP 784-100-100-10), the same seed and the same replay settings. For each we
+print microseconds per inner SGD step, examples per second, peak memory, and the
+ours-vs-Avalanche ratios (Avalanche's time over ours: above 1 means ours is faster).
+
+Inner steps are counted the same way on both sides: one inner step is one single-example
+SGD step (MER) or one single-example fast-weight update (La-MAML, C-MAML). Ours count them
+as they take them; Avalanche's are counted by a plugin from what each minibatch feeds its
+inner loop (MER: ``n_inner_steps * (minibatch + min(batch_size_mem, memory))``; lamaml_v2:
+one per non-empty chunk of the minibatch).
+
+The hardware floor of one single-example SGD step on the MLP is computed from its FLOPs and
+the bytes of weights it touches, against this CPU's measured single-thread matmul rate and
+copy bandwidth.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import sys
+import threading
+import time
+from typing import Any
+
+import torch
+
+SIZES = {"tiny": 50, "small": 300, "medium": 1000, "large": 3000}  # examples per task
+
+
+def _rss_mb() -> float:
+    import psutil
+
+    return psutil.Process().memory_info().rss / 2**20
+
+
+class PeakRSS:
+    """Samples this process's resident memory every few milliseconds; ``peak`` in MiB."""
+
+    def __init__(self, interval: float = 0.005):
+        self.interval, self.peak, self._stop = interval, _rss_mb(), threading.Event()
+
+    def __enter__(self):
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        return self
+
+    def _run(self):
+        while not self._stop.is_set():
+            self.peak = max(self.peak, _rss_mb())
+            time.sleep(self.interval)
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, _rss_mb())
+
+
+def _avalanche_step_counter():
+    from avalanche.core import SupervisedPlugin
+
+    class CountInnerSteps(SupervisedPlugin):
+        def __init__(self):
+            super().__init__()
+            self.inner_steps = 0
+
+        def before_inner_updates(self, strategy, **kwargs):
+            n = len(strategy.mb_y)
+            if hasattr(strategy, "n_inner_steps"):  # MER: each inner batch = minibatch + memory
+                mem = len(strategy.buffer)
+                self.inner_steps += strategy.n_inner_steps * (n + min(strategy.buffer.batch_size_mem, mem))
+            else:  # lamaml_v2: the minibatch cut into n_inner_updates chunks, one update each
+                size = math.ceil(n / strategy.n_inner_updates)
+                self.inner_steps += len(range(0, n, size))
+
+    return CountInnerSteps()
+
+
+def configurations(*, glances: int) -> dict[str, tuple[str, dict[str, Any]]]:
+    """label -> (registered strategy, hyperparameters), equal settings on both sides."""
+    return {
+        "mer": ("mer", dict(lr=0.03, beta=0.03, gamma=1.0, mem_size=200, replay_batch=10, batches_per_example=1)),
+        "avalanche-mer": ("avalanche-mer", dict(lr=0.03, beta=0.03, gamma=1.0, mem_size=200, replay_batch=10,
+                                                n_inner_steps=1)),
+        "c-maml": ("c-maml", dict(opt_wt=0.1, alpha_init=0.1, glances=glances, mem_size=200, replay_batch=10)),
+        "la-maml": ("la-maml", dict(opt_lr=0.3, alpha_init=0.15, glances=glances, mem_size=200, replay_batch=10)),
+        "avalanche-la-maml": ("avalanche-la-maml", dict(n_inner_updates=10, second_order=False, grad_clip_norm=2.0,
+                                                        learn_lr=True, lr_alpha=0.3, alpha_init=0.15, mem_size=200,
+                                                        replay_batch=10)),
+    }
+
+
+def measure(label: str, name: str, hparams: dict[str, Any], *, stream, seed: int, glances: int) -> dict[str, Any]:
+    import strategies
+    from benchmark.models import build_model
+    from benchmark.runner import seed_everything
+
+    seed_everything(seed)
+    model = build_model("mlp", input_shape=stream.input_shape, n_classes=stream.n_classes)
+    counter = _avalanche_step_counter() if name.startswith("avalanche-") else None
+    ctx = strategies.StrategyContext(batch_size=10, n_classes=stream.n_classes, input_shape=stream.input_shape,
+                                     classes_per_task=stream.classes_per_task, seed=seed,
+                                     plugins=(counter,) if counter else ())
+    strategy = strategies.build(name, model=model, context=ctx, **hparams)
+    examples = sum(len(e.dataset) for e in stream.benchmark.train_stream)
+    passes = glances if name == "avalanche-la-maml" else 1  # lamaml_v2 has no glances: it takes epochs
+    if passes > 1:
+        strategy.train_epochs = passes
+    with PeakRSS() as rss:
+        t0 = time.perf_counter()
+        for exp in stream.benchmark.train_stream:
+            strategy.train(exp)
+        elapsed = time.perf_counter() - t0
+    steps = counter.inner_steps if counter else strategy.inner_steps
+    return {"us_per_step": elapsed / max(steps, 1) * 1e6, "examples_per_s": examples / elapsed,
+            "peak_rss_mb": rss.peak, "inner_steps": int(steps), "seconds": elapsed, "examples": examples}
+
+
+def cpu_rates() -> dict[str, float]:
+    """Single-thread float32 matmul rate (GFLOP/s) and copy bandwidth of a 1 MiB buffer
+    (cache-resident, like the MLP's weights) and of a 256 MiB one (DRAM), in GB/s."""
+    with torch.inference_mode():
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            a, b = torch.rand(512, 512), torch.rand(512, 512)
+            for _ in range(3):
+                a @ b
+            n, t0 = 20, time.perf_counter()
+            for _ in range(n):
+                a @ b
+            gflops = n * 2 * 512**3 / (time.perf_counter() - t0) / 1e9
+            rates = {"matmul_gflops": gflops}
+            for name, size in (("cache_gbs", 2**18), ("dram_gbs", 2**26)):
+                src, dst = torch.rand(size), torch.empty(size)
+                reps = max(3, 2**28 // size // 16)
+                dst.copy_(src)
+                t0 = time.perf_counter()
+                for _ in range(reps):
+                    dst.copy_(src)
+                rates[name] = reps * 2 * 4 * size / (time.perf_counter() - t0) / 1e9
+        finally:
+            torch.set_num_threads(threads)
+    return rates
+
+
+def mlp_floor(sizes=(784, 100, 100, 10), rates: dict[str, float] | None = None) -> dict[str, float]:
+    """FLOPs and bytes of one single-example SGD step on an MLP, and the time they imply."""
+    layers = list(zip(sizes[:-1], sizes[1:]))
+    params = sum(i * o + o for i, o in layers)
+    flops = sum(2 * i * o for i, o in layers)  # forward matrix-vector products
+    flops += sum(2 * i * o for i, o in layers[1:])  # backward products for the hidden gradients
+    flops += sum(2 * i * o for i, o in layers)  # rank-1 weight updates (gradient and step fused)
+    touched = 4 * (params + sum(i * o for i, o in layers[1:]) + 2 * params)  # read fwd, read bwd, read+write update
+    rates = rates or cpu_rates()
+    compute_us = flops / (rates["matmul_gflops"] * 1e9) * 1e6
+    memory_us = touched / (rates["cache_gbs"] * 1e9) * 1e6
+    return {"params": params, "flops_per_step": flops, "bytes_per_step": touched, "compute_us": compute_us,
+            "cache_memory_us": memory_us, "floor_us": max(compute_us, memory_us), **rates}
+
+
+def machine() -> dict[str, Any]:
+    from benchmark.runner import machine as run_machine
+
+    info = run_machine()
+    info.update(torch=torch.__version__, python=platform.python_version())
+    return info
+
+
+def run(*, size: str = "small", seed: int = 0, glances: int = 1, only: list[str] | None = None) -> dict[str, Any]:
+    import scenarios
+    from strategies.functional import single_threaded
+
+    import warnings
+
+    stream = scenarios.build("permuted-mnist", seed=seed, n_tasks=2, per_task=SIZES[size])
+    figures: dict[str, Any] = {}
+    with single_threaded(), warnings.catch_warnings():  # every side on one core, as the targets are stated
+        warnings.showwarning = lambda *a, **k: None  # Avalanche's deprecation noise, every iteration
+        for label, (name, hp) in configurations(glances=glances).items():
+            if only and label not in only:
+                continue
+            figures[label] = measure(label, name, hp, stream=stream, seed=seed, glances=glances)
+        floor = mlp_floor()
+    ratios = {}
+    for ours, theirs in (("mer", "avalanche-mer"), ("la-maml", "avalanche-la-maml"), ("c-maml", "avalanche-la-maml")):
+        if ours in figures and theirs in figures:
+            key = "us_per_step" if ours == "mer" else "examples_per_s"
+            a, b = figures[theirs][key], figures[ours][key]
+            ratios[f"{ours}_vs_{theirs}"] = a / b if key == "us_per_step" else b / a
+    for f in figures.values():
+        f["times_floor"] = f["us_per_step"] / floor["floor_us"]
+    return {"machine": {**machine(), "threads_used": 1}, "size": size, "examples_per_task": SIZES[size],
+            "glances": glances, "counting": __doc__.split("\n\n")[2].replace("\n", " "), "floor": floor,
+            "strategies": figures, "ratios": ratios}
+
+
+def render(result: dict[str, Any]) -> str:
+    m, f = result["machine"], result["floor"]
+    lines = [f"machine: {m.get('cpu')} | {m.get('cores')} cores, 1 thread used | torch {m.get('torch')} | "
+             f"python {m.get('python')}",
+             f"stream: permuted-mnist (mnist5k), 2 tasks x {result['examples_per_task']} examples, batch 10, "
+             f"glances {result['glances']}",
+             "inner step = one single-example SGD step or fast-weight update, counted alike on both sides", "",
+             f"{'strategy':<20}{'us/step':>10}{'examples/s':>12}{'peak MiB':>10}{'inner steps':>13}{'x floor':>9}"]
+    for label, s in result["strategies"].items():
+        lines.append(f"{label:<20}{s['us_per_step']:>10.1f}{s['examples_per_s']:>12.1f}{s['peak_rss_mb']:>10.0f}"
+                     f"{s['inner_steps']:>13d}{s['times_floor']:>9.1f}")
+    lines += ["", "ratios (Avalanche's time over ours; > 1 = ours faster):"]
+    lines += [f"  {k}: {v:.1f}x" + ("  (per inner step)" if k.startswith("mer") else "  (per incoming example)")
+              for k, v in result["ratios"].items()]
+    lines += ["", f"hardware floor of one SGD step on MLP 784-100-100-10: {f['flops_per_step'] / 1e3:.0f} kFLOP, "
+              f"{f['bytes_per_step'] / 1e3:.0f} kB of weights touched; at {f['matmul_gflops']:.1f} GFLOP/s and "
+              f"{f['cache_gbs']:.1f} GB/s (cache) that is {f['compute_us']:.1f} us compute, "
+              f"{f['cache_memory_us']:.1f} us memory: floor {f['floor_us']:.1f} us/step"]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="clbench speed", description=__doc__.split("\n\n")[0])
+    p.add_argument("--size", choices=sorted(SIZES, key=SIZES.get), default="small",
+                   help="examples per task (tiny 50, small 300, medium 1000, large 3000)")
+    p.add_argument("--glances", type=int, default=1, help="glances of La-MAML/C-MAML (epochs of lamaml_v2)")
+    p.add_argument("--only", nargs="*", help="a subset of: " + ", ".join(configurations(glances=1)))
+    p.add_argument("--out", help="write the figures as JSON to this file")
+    args = p.parse_args(argv)
+    result = run(size=args.size, glances=args.glances, only=args.only)
+    print(render(result))
+    if args.out:
+        from pathlib import Path
+
+        from benchmark.store import write_atomic
+
+        write_atomic(Path(args.out), json.dumps(result, indent=1) + "\n")
+        print(f"\nwrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
