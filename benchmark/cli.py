@@ -52,13 +52,14 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    debug = "--debug" in (sys.argv[1:] if argv is None else argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    debug = "--debug" in argv
     try:
-        args = _parser().parse_args(argv)
-        if args.command == "speed":
+        if argv[:1] == ["speed"]:  # its own options, parsed by benchmark.speed
             from benchmark.speed import main as speed_main
 
-            return speed_main(args.rest)
+            return speed_main(argv[1:])
+        args = _parser().parse_args(argv)
         return {"run": _run, "list": _list, "report": _report}[args.command](args)
     except SystemExit as exc:  # --help
         return int(exc.code or 0)
