@@ -22,6 +22,8 @@ For every incoming minibatch, ``glances`` times (official ``model/lamaml.py``):
    Sync-La-MAML).
 
 In task-incremental streams each example's loss is taken over the classes of its own task.
+First-order meta-gradients on ReLU MLPs take a closed-form path (:mod:`strategies.fast_lamaml`)
+equal to the autograd one to float rounding.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from typing import Any
 import torch
 from torch.func import functional_call
 
+from strategies.fast_lamaml import first_order_meta_gradients
 from strategies.functional import SingleThreadedExperiences, masked_cross_entropy, trainable
 from strategies.memory import ReservoirMemory
 from strategies.mer import _meta_template
@@ -47,7 +50,7 @@ class LookAheadMAML(SingleThreadedExperiences, _meta_template()):
     def __init__(self, *, model: torch.nn.Module, alpha_init: float, opt_lr: float, opt_wt: float,
                  learn_lr: bool, sync_update: bool, glances: int, mem_size: int, replay_batch: int,
                  second_order: bool = False, grad_clip_norm: float = 2.0, seed: int = 0,
-                 class_mask: torch.Tensor | None = None, **template_kwargs: Any):
+                 class_mask: torch.Tensor | None = None, fast_path: bool = True, **template_kwargs: Any):
         super().__init__(model=model, optimizer=torch.optim.SGD(model.parameters(), lr=opt_wt), **template_kwargs)
         self.alpha_init, self.opt_lr, self.opt_wt = alpha_init, opt_lr, opt_wt
         self.learn_lr, self.sync_update, self.glances = learn_lr, sync_update, glances
@@ -58,6 +61,8 @@ class LookAheadMAML(SingleThreadedExperiences, _meta_template()):
         self._mask = class_mask
         self._names, self._params = trainable(self.model)
         self.alphas = [torch.full_like(p, alpha_init, requires_grad=True) for p in self._params]
+        self.fast_path = fast_path
+        self._closed_form = False
 
     @property
     def extra_metrics(self) -> dict[str, float]:
@@ -73,6 +78,17 @@ class LookAheadMAML(SingleThreadedExperiences, _meta_template()):
             raise RuntimeError("the model's parameters changed shape between experiences; "
                                "La-MAML keeps one learning rate per parameter and cannot follow")
         self._names, self._params = names, params
+        self._closed_form = self.fast_path and not self.second_order and self._is_plain_mlp()
+
+    def _is_plain_mlp(self) -> bool:
+        """True when the model is a ReLU MLP whose parameters are [W1, b1, W2, b2, ...]."""
+        from strategies.fast_mlp import linear_relu_layers
+
+        example = self.experience.dataset[0][0]
+        layers = linear_relu_layers(self.model, tuple(example.shape))
+        if layers is None or any(lay.bias is None for lay in layers):
+            return False
+        return [id(p) for p in self._params] == [id(p) for lay in layers for p in (lay.weight, lay.bias)]
 
     def _inner_updates(self, **kwargs):
         losses = []
@@ -102,13 +118,19 @@ class LookAheadMAML(SingleThreadedExperiences, _meta_template()):
 
         rates = [torch.relu(a) for a in self.alphas] if (self.learn_lr or not self.sync_update) else \
             [self.alpha_init] * len(self.alphas)
-        meta_loss = look_ahead_meta_loss(self.model, self._names, self._params, rates, (x, y, t), (bx, by, bt),
-                                         mask=self._mask, second_order=self.second_order,
-                                         after_inner_step=after_inner_step)
-        wrt = self._params + (self.alphas if self.learn_lr else [])
-        grads = torch.autograd.grad(meta_loss, wrt, allow_unused=True)
-        grads = [torch.zeros_like(w) if g is None else g for w, g in zip(wrt, grads)]
-        g_theta, g_alpha = grads[:len(self._params)], grads[len(self._params):]
+        if self._closed_form:  # first order on a ReLU MLP: gradients written out, no graph
+            meta_loss, g_theta, g_rate = first_order_meta_gradients(
+                self._params, [r.detach() if torch.is_tensor(r) else r for r in rates], (x, y, t), (bx, by, bt),
+                mask=self._mask, with_rates=self.learn_lr, after_inner_step=after_inner_step)
+            g_alpha = [g * (a > 0) for g, a in zip(g_rate, self.alphas)] if self.learn_lr else []
+        else:
+            meta_loss = look_ahead_meta_loss(self.model, self._names, self._params, rates, (x, y, t),
+                                             (bx, by, bt), mask=self._mask, second_order=self.second_order,
+                                             after_inner_step=after_inner_step)
+            wrt = self._params + (self.alphas if self.learn_lr else [])
+            grads = torch.autograd.grad(meta_loss, wrt, allow_unused=True)
+            grads = [torch.zeros_like(w) if g is None else g for w, g in zip(wrt, grads)]
+            g_theta, g_alpha = grads[:len(self._params)], grads[len(self._params):]
         _clip(g_theta, self.grad_clip_norm)
         with torch.no_grad():
             if self.learn_lr:

@@ -112,3 +112,28 @@ def test_memory_fills_online_once_per_example_and_steps_are_counted(stream):
 def test_online_maml_is_an_alias():
     assert strategies.resolve("online_maml")[0] == "c-maml"
     assert strategies.resolve("LaMAML")[0] == "la-maml"
+
+
+@pytest.mark.parametrize("name,hp", [("la-maml", {}), ("c-maml", {}), ("sync-la-maml", {}),
+                                     ("la-maml", {"learn_lr": False})])
+def test_closed_form_first_order_path_equals_autograd(stream, name, hp):
+    from strategies.lamaml import LookAheadMAML
+
+    base = _model(stream)
+    runs = []
+    for fast in (True, False):
+        torch.manual_seed(1)
+        ctx = strategies.StrategyContext(batch_size=10, n_classes=10, input_shape=stream.input_shape,
+                                         classes_per_task=stream.classes_per_task)
+        s = strategies.build(name, model=copy.deepcopy(base), context=ctx, glances=2, **hp)
+        assert isinstance(s, LookAheadMAML)
+        s.fast_path = fast
+        for exp in stream.benchmark.train_stream:
+            s.train(exp)
+        assert s._closed_form is fast
+        runs.append(s)
+    for p, q in zip(runs[0].model.parameters(), runs[1].model.parameters()):
+        assert torch.allclose(p, q, atol=1e-5)
+    for a, b in zip(runs[0].alphas, runs[1].alphas):
+        assert torch.allclose(a, b, atol=1e-5)
+    assert runs[0].inner_steps == runs[1].inner_steps
