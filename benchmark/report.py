@@ -287,20 +287,9 @@ def write_report(root: str | Path) -> dict[str, Path]:
         write_atomic(base.with_suffix(".md"), to_markdown(sec.table) + "\n")
         write_atomic(base.with_suffix(".tex"), to_latex(sec.table, caption=f"Results on {sec.scenario}") + "\n")
         for f in sec.figures:
-            (root / "plots").mkdir(parents=True, exist_ok=True)
-            _write_bytes(root / "plots" / f"{f.stem}.png", f.png)
-            _write_bytes(root / "plots" / f"{f.stem}.svg", f.svg)
+            write_atomic(root / "plots" / f"{f.stem}.png", f.png)
+            write_atomic(root / "plots" / f"{f.stem}.svg", f.svg)
     write_atomic(root / "report.md", render_markdown(content))
     write_atomic(root / "report.html", render_html(content))
     written.update(markdown=root / "report.md", html=root / "report.html")
     return written
-
-
-def _write_bytes(path: Path, data: bytes) -> None:
-    import os
-    import tempfile
-
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-    os.replace(tmp, path)
