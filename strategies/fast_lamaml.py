@@ -50,8 +50,8 @@ def first_order_meta_gradients(params: list[torch.Tensor], rates: list, incoming
                                mask: torch.Tensor | None = None, with_rates: bool = True, after_inner_step=None):
     """(meta-loss, grad wrt params, grad wrt rates or None) of one glance, first order.
 
-    ``params`` are [W1, b1, ...] of a ReLU MLP, ``rates`` the matching step sizes (tensors or
-    floats), ``incoming`` the (x, y, t) examples taken one at a time in the inner loop and
+    ``params`` are [W1, b1, ...] of a ReLU MLP, ``rates`` the matching step sizes (tensors, or
+    one float repeated: C-MAML's fixed rate), ``incoming`` the (x, y, t) examples taken one at a time in the inner loop and
     ``meta_batch`` the (x, y, t) of the meta-loss."""
     x, y, t = incoming
     bx, by, bt = meta_batch
@@ -61,20 +61,23 @@ def first_order_meta_gradients(params: list[torch.Tensor], rates: list, incoming
     g_theta = [torch.zeros_like(p) for p in params]
     g_rate = [torch.zeros_like(p) for p in params] if with_rates else None
     total = torch.zeros((), dtype=params[0].dtype, device=params[0].device)
+    scalar_rate = not torch.is_tensor(rates[0])
     n = len(y)
     for i in range(n):
         _, g = mlp_loss_and_grads(fast, x[i:i + 1], y[i:i + 1], None if mask is None else mask[t[i:i + 1]])
-        for f, s, gk, r in zip(fast, summed, g, rates):
-            f.sub_(gk * r)
-            s.add_(gk)
+        if scalar_rate:  # one fixed rate (C-MAML)
+            torch._foreach_add_(fast, g, alpha=-float(rates[0]))
+        else:
+            torch._foreach_addcmul_(fast, g, list(rates), value=-1.0)
+        if with_rates:
+            torch._foreach_add_(summed, g)
         if after_inner_step is not None:
             after_inner_step(i)
         loss, gm = mlp_loss_and_grads(fast, bx, by, meta_mask)
         total += loss
         torch._foreach_add_(g_theta, gm)
         if with_rates:
-            for acc, gmk, s in zip(g_rate, gm, summed):
-                acc.sub_(gmk * s)
+            torch._foreach_addcmul_(g_rate, gm, summed, value=-1.0)
     torch._foreach_div_(g_theta, n)
     if with_rates:
         torch._foreach_div_(g_rate, n)
