@@ -115,7 +115,10 @@ def cost_scatter(table: pd.DataFrame, *, title: str = "", ax=None) -> Figure:
                     yerr=0 if np.isnan(row["acc_std"]) else row["acc_std"] * 100, fmt="o", color=f"C{k % 10}")
         ax.annotate(row["strategy"], (max(row["train_s_mean"], 1e-3), row["acc_mean"] * 100), fontsize=8,
                     xytext=(4, 4), textcoords="offset points")
+    from matplotlib.ticker import NullFormatter
+
     ax.set_xscale("log")
+    ax.xaxis.set_minor_formatter(NullFormatter())  # minor labels crowd a short log axis
     ax.set_xlabel("train time per run (s, log scale)")
     ax.set_ylabel("ACC (%)")
     ax.set_title(title, fontsize=9)
