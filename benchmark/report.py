@@ -44,7 +44,6 @@ NOTES = [
     "two-sided t-test over seeds (needs at least two seeds on each side).",
     "For 'joint' (one training on all tasks) LA, BWT, FWT and forgetting are undefined and left empty.",
 ]
-PLOT_KINDS = ("average_accuracy", "forgetting_bwt", "cost")
 
 
 @dataclass

@@ -2,7 +2,6 @@
 resume, failure isolation, executors and clear errors."""
 
 import json
-import math
 from pathlib import Path
 
 import pytest

@@ -1,0 +1,34 @@
+"""The speed benchmark's figures and their JSON layout (no timing is asserted)."""
+
+import json
+
+import pytest
+
+from benchmark.cli import main
+from benchmark.speed import mlp_floor
+
+
+def test_speed_benchmark_writes_the_documented_json(tmp_path, capsys):
+    out = tmp_path / "speed.json"
+    assert main(["speed", "--size", "tiny", "--only", "mer", "avalanche-mer", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "mer_vs_avalanche-mer" in printed and "hardware floor" in printed
+    data = json.loads(out.read_text())
+    assert {"machine", "strategies", "ratios"} <= set(data)
+    assert {"cpu", "cores", "torch"} <= set(data["machine"])
+    for name in ("mer", "avalanche-mer"):
+        s = data["strategies"][name]
+        assert {"us_per_step", "examples_per_s", "peak_rss_mb", "inner_steps"} <= set(s)
+        assert s["inner_steps"] > 0 and s["us_per_step"] > 0
+    # ours: 100 examples, each 1 step plus min(seen, 10) replayed; theirs: minibatch (+ memory in task 2)
+    assert data["strategies"]["mer"]["inner_steps"] == sum(1 + min(n, 10) for n in range(100))
+    assert data["strategies"]["avalanche-mer"]["inner_steps"] == 5 * 10 + 5 * (10 + 10)
+    ratio = data["strategies"]["avalanche-mer"]["us_per_step"] / data["strategies"]["mer"]["us_per_step"]
+    assert data["ratios"]["mer_vs_avalanche-mer"] == pytest.approx(ratio)
+
+
+def test_floor_counts_flops_and_bytes_of_one_step():
+    f = mlp_floor((4, 3, 2), rates={"matmul_gflops": 1.0, "cache_gbs": 1.0})
+    assert f["params"] == 4 * 3 + 3 + 3 * 2 + 2
+    assert f["flops_per_step"] == 2 * (12 + 6) + 2 * 6 + 2 * (12 + 6)
+    assert f["floor_us"] == max(f["compute_us"], f["cache_memory_us"])
