@@ -18,9 +18,38 @@ class UsageError(ValueError):
     """Bad command-line input."""
 
 
+def _closest(word: str, allowed) -> str:
+    import difflib
+
+    m = difflib.get_close_matches(word, [str(a) for a in allowed], n=1, cutoff=0.6)
+    return f" (did you mean '{m[0]}'?)" if m else ""
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message):  # one line, status 2, like every other bad input
+        if message.startswith("unrecognized arguments:"):
+            words = message.split(":", 1)[1].split()
+            option = next((w.split("=", 1)[0] for w in words if w.startswith("-")), None)
+            if option is not None:
+                message += _closest(option, _option_strings(self)) + f" (see `{self.prog} --help`)"
         raise UsageError(f"{self.prog}: {message}")
+
+    def _check_value(self, action, value):  # name the allowed values and the closest one
+        if action.choices is not None and value not in action.choices:
+            allowed = ", ".join(map(str, action.choices))
+            raise argparse.ArgumentError(action, f"invalid choice: {value!r}; allowed: {allowed}"
+                                                 f"{_closest(str(value), action.choices)}")
+
+
+def _option_strings(parser: argparse.ArgumentParser) -> list[str]:
+    """Every option of ``parser`` and of its subcommands."""
+    found = []
+    for action in parser._actions:
+        found += [o for o in action.option_strings if o.startswith("--")]
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                found += _option_strings(sub)
+    return sorted(set(found))
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -69,11 +98,11 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:
         if debug:
             raise
-        if _is_bad_input(exc):
-            print(f"clbench: error: {_one_line(exc)}", file=sys.stderr)
+        if _is_bad_input(exc):  # its message is one line; any line break or NUL in it came from the input
+            print(f"clbench: error: {_printable(str(exc).strip()) or type(exc).__name__}", file=sys.stderr)
             return EXIT_BAD_INPUT
-        print(f"clbench: internal error: {type(exc).__name__}: {_one_line(exc)} (rerun with --debug for the traceback)",
-              file=sys.stderr)
+        print(f"clbench: internal error: {type(exc).__name__}: {_printable(_one_line(exc))} "
+              "(rerun with --debug for the traceback)", file=sys.stderr)
         return EXIT_RUNS_FAILED
 
 
@@ -90,6 +119,12 @@ def _one_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
+def _printable(text: str) -> str:
+    """``text`` with control characters (NUL, line breaks, escape sequences) written as escapes,
+    so that a message stays one line and cannot drive the terminal."""
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
+
+
 def _load_plugins(files):
     import strategies
 
@@ -98,17 +133,20 @@ def _load_plugins(files):
 
 
 def _run(args) -> int:
-    from benchmark.config import ConfigError, load_experiment
+    from benchmark.config import load_experiment
     from benchmark.sweep import run_sweep
     from benchmark.tables import summary_table
 
     if args.jobs < 1:
         raise UsageError(f"--jobs must be >= 1, got {args.jobs}")
+    if args.executor != "ray" and args.address:
+        raise UsageError("--address is only for --executor ray")
+    if args.out is not None and (not args.out.strip() or "\0" in args.out):
+        raise UsageError(f"--out {args.out!r} is not a folder name; give a path like results/mysweep")
     _load_plugins(args.plugins)
     exp = load_experiment(args.config, overrides=args.overrides)
-    out = Path(args.out) if args.out else Path("results") / _safe_folder(exp.name)
-    if args.executor != "ray" and args.address:
-        raise ConfigError("--address is only for --executor ray")
+    out = Path(args.out) if args.out is not None else Path("results") / _safe_folder(exp.name)
+    _make_out_folder(out)
     outcome = run_sweep(exp, out=out, jobs=args.jobs, executor=args.executor, address=args.address,
                         plugin_files=[str(Path(f).resolve()) for f in args.plugins],
                         show_progress=False if args.no_progress else None)
@@ -123,6 +161,16 @@ def _run(args) -> int:
             print(f"failed: {r['run_id']}: {(r.get('error') or '').splitlines()[0]}", file=sys.stderr)
     still_failed = any(r.get("status") != "done" for r in records) or len(records) < outcome.total
     return EXIT_RUNS_FAILED if still_failed else EXIT_OK
+
+
+def _make_out_folder(out: Path) -> None:
+    """Create the output folder, or say in one line why it cannot be."""
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"output folder {out} exists and is not a folder; give --out a folder")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(f"cannot create the output folder {out}: {exc.strerror or type(exc).__name__}") from None
 
 
 def _safe_folder(name: str) -> str:
@@ -157,10 +205,18 @@ def _report(args) -> int:
     from benchmark.store import RunStore
     from benchmark.tables import summary_table
 
+    if not args.dir.strip() or "\0" in args.dir:
+        raise UsageError(f"report {args.dir!r}: not a folder name; give the --out folder of a sweep")
     store = RunStore(args.dir)
-    if not store.root.is_dir():
+    if not store.root.exists():
         raise ConfigError(f"results folder not found: {store.root}")
+    if not store.root.is_dir():
+        raise ConfigError(f"results folder {store.root} is a file; give the --out folder of a sweep")
     records, bad = store.scan()
+    if not records:
+        unreadable = f" ({len(bad)} unreadable run.json)" if bad else ""
+        raise ConfigError(f"no run records in {store.root}{unreadable}; a results folder holds <run_id>/run.json "
+                          "from `clbench run CONFIG --out FOLDER`")
     for b in bad:
         print(f"clbench: skipping unreadable {b.path}: {b.reason}", file=sys.stderr)
     written = write_report(store.root)

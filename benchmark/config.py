@@ -12,7 +12,10 @@ Layout (DESIGN.md)::
       - {name: naive, lr: 0.1}
 
 Every name and parameter is checked against the registries before anything runs, so a typo
-fails at once with one line. YAML is read with ``yaml.safe_load``: a config never runs code.
+fails at once with one line; :func:`load_experiment` also checks that each stream fits its data
+where that needs no download (an npz file, ``per_task`` against the examples there are). YAML is
+read with ``yaml.safe_load``'s loader (which also refuses a key given twice in one mapping): a
+config never runs code.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ MODEL_DEFAULTS = {"name": "auto", "hidden": [100, 100]}
 DEVICES = ("auto", "cpu", "cuda")
 # settings that do not change results, so they stay out of the run id
 NOT_IN_RUN_ID = ("device", "eval_batch_size")
+MAX_SEED = 2**32 - 1  # what every generator of a run (Python, NumPy, torch) accepts
 
 
 class ConfigError(ValueError):
@@ -46,6 +50,38 @@ class ConfigError(ValueError):
 def _hint(key: str, allowed) -> str:
     m = difflib.get_close_matches(key, list(allowed), n=1, cutoff=0.6)
     return f" (did you mean '{m[0]}'?)" if m else ""
+
+
+class _SafeLoader(yaml.SafeLoader):
+    """``yaml.safe_load``'s loader, refusing a key given twice in one mapping (plain PyYAML
+    keeps the last one silently, so half of a config would be dropped without a word)."""
+
+
+def _mapping_without_duplicates(loader: _SafeLoader, node: yaml.MappingNode, deep: bool = False):
+    seen = set()
+    for key_node, _ in node.value:
+        if key_node.tag == "tag:yaml.org,2002:merge":
+            continue
+        key = loader.construct_object(key_node, deep=True)
+        try:
+            duplicate = key in seen
+        except TypeError:  # unhashable: construct_mapping says so
+            continue
+        if duplicate:
+            raise yaml.constructor.ConstructorError(None, None, f"the key {key!r} is given twice in one mapping",
+                                                    key_node.start_mark)
+        seen.add(key)
+    return loader.construct_mapping(node, deep=deep)
+
+
+_SafeLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping_without_duplicates)
+
+
+def _kind(value: Any) -> str:
+    """'a list', 'a string', ... for messages about a value of the wrong type."""
+    names = {list: "a list", dict: "a mapping", str: "a string", bool: "a boolean", int: "an integer",
+             float: "a number", type(None): "null"}
+    return names.get(type(value), type(value).__name__)
 
 
 @dataclass(frozen=True)
@@ -104,26 +140,52 @@ class Experiment:
         ]
 
 
-def load_experiment(path: str | Path, *, overrides: list[str] = ()) -> Experiment:
-    """Read, override (``--set key=value``) and validate an experiment file."""
+def load_experiment(path: str | Path, *, overrides: list[str] = (), check_data: bool = True) -> Experiment:
+    """Read, override (``--set key=value``) and validate an experiment file; with
+    ``check_data``, also check that every stream fits its data (:func:`scenarios.check_data`)."""
+    if "\0" in str(path):
+        raise ConfigError(f"config file name {str(path)!r} contains a NUL byte")
     p = Path(path)
+    if p.is_dir():
+        raise ConfigError(f"config {p} is a folder; give an experiment YAML file")
     if not p.is_file():
         raise ConfigError(f"config file not found: {p}")
     try:
-        raw = yaml.safe_load(p.read_text())
+        raw = yaml.load(p.read_text(encoding="utf-8"), Loader=_SafeLoader)  # a SafeLoader: never runs code
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(exc, "problem", None) or "not valid YAML"
+        if isinstance(exc, yaml.reader.ReaderError):  # a character YAML does not allow
+            char = exc.character if isinstance(exc.character, int) else ord(exc.character)
+            problem = f"unacceptable character #x{char:04x} at character {exc.position}: {exc.reason}"
         raise ConfigError(f"config {p}: malformed YAML{where}: {problem}") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"config {p}: cannot read it ({type(exc).__name__})") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"config {p}: not UTF-8 text (byte {exc.start}); save it as UTF-8 YAML") from None
+    except OSError as exc:
+        raise ConfigError(f"config {p}: cannot read it ({exc.strerror or type(exc).__name__})") from None
+    if raw is None:
+        raise ConfigError(f"config {p}: the file is empty; it must be a mapping with keys {', '.join(TOP_KEYS)}")
     if not isinstance(raw, dict):
-        raise ConfigError(f"config {p}: the top level must be a mapping with keys {', '.join(TOP_KEYS)}")
+        raise ConfigError(f"config {p}: the top level is {_kind(raw)}; it must be a mapping with keys "
+                          f"{', '.join(TOP_KEYS)}")
     raw.setdefault("name", p.stem)
     for item in overrides:
         apply_override(raw, item)
-    return validate(raw, where=str(p))
+    exp = validate(raw, where=str(p))
+    if check_data:
+        _check_data(exp, where=str(p))
+    return exp
+
+
+def _check_data(exp: Experiment, *, where: str) -> None:
+    """Refuse a stream that does not fit its data before any run starts (a broken npz file,
+    more examples per task than there are); sources that need a download are left to the run."""
+    for i, (name, params) in enumerate(exp.scenarios):
+        try:
+            scenarios.check_data(name, seeds=exp.seeds, **params)
+        except scenarios.ScenarioError as exc:
+            raise ConfigError(f"{where}: scenarios[{i}]: {exc}") from None
 
 
 def apply_override(raw: dict[str, Any], item: str) -> None:
@@ -137,7 +199,7 @@ def apply_override(raw: dict[str, Any], item: str) -> None:
     if not all(parts):
         raise ConfigError(f"--set key '{key}' is malformed; use dotted names like train.batch_size")
     try:
-        value = yaml.safe_load(text)
+        value = yaml.load(text, Loader=_SafeLoader)  # a SafeLoader: never runs code
     except yaml.YAMLError:
         raise ConfigError(f"--set {key}: value '{text}' is not valid YAML") from None
     head = parts[0]
@@ -154,9 +216,12 @@ def apply_override(raw: dict[str, Any], item: str) -> None:
             sub = parts[1] if len(parts) > 1 else ""
             raise ConfigError(f"--set key '{key}' does not exist{_hint(sub, allowed)}; allowed: "
                               + ", ".join(f"{head}.{k}" for k in allowed))
-        section = raw.setdefault(head, {})
+        if raw.get(head) is None:
+            raw[head] = {}
+        section = raw[head]
         if not isinstance(section, dict):
-            raise ConfigError(f"config: '{head}' must be a mapping")
+            raise ConfigError(f"--set {key}: '{head}' in the config is {_kind(section)}; it must be a mapping "
+                              f"with keys {', '.join(allowed)}")
         section[parts[1]] = value
         return
     entries = raw.get(head)
@@ -165,6 +230,9 @@ def apply_override(raw: dict[str, Any], item: str) -> None:
     selector, param = parts[1], parts[2]
     if param == "name":
         raise ConfigError(f"--set key '{key}': the name of an entry cannot be overridden")
+    for i, e in enumerate(entries):  # an entry may be written as its bare name
+        if isinstance(e, str):
+            entries[i] = {"name": e}
     if selector.isdigit():
         idx = int(selector)
         if idx >= len(entries):
@@ -177,6 +245,8 @@ def apply_override(raw: dict[str, Any], item: str) -> None:
             raise ConfigError(f"--set key '{key}': no {'strategy' if head == 'strategies' else 'scenario'} named '{selector}' in the config{_hint(selector, names)}; "
                               f"present: {', '.join(names)}")
     for t in targets:
+        if not isinstance(t, dict):
+            raise ConfigError(f"--set key '{key}': {head}[{selector}] is {_kind(t)}, not an entry like {{name: ...}}")
         t[param] = value
 
 
@@ -191,7 +261,13 @@ def validate(raw: dict[str, Any], *, where: str = "config") -> Experiment:
             raise ConfigError(f"{where}: unknown key '{key}'{_hint(str(key), TOP_KEYS)}; allowed: {', '.join(TOP_KEYS)}")
     name = raw.get("name")
     if not isinstance(name, str) or not name.strip():
-        raise ConfigError(f"{where}: 'name' must be a non-empty string")
+        raise ConfigError(f"{where}: 'name' must be a non-empty string, got {name!r}")
+    if "/" in name or "\\" in name or not name.isprintable():
+        raise ConfigError(f"{where}: 'name' is {name!r}; it names the results folder, so it may not contain "
+                          "'/', '\\' or control characters (NUL, tab, newline)")
+    description = raw.get("description")
+    if description is not None and not isinstance(description, str):
+        raise ConfigError(f"{where}: 'description' must be a string, got {_kind(description)}")
     seeds = raw.get("seeds", [0])
     if isinstance(seeds, int) and not isinstance(seeds, bool):
         seeds = [seeds]
@@ -200,6 +276,8 @@ def validate(raw: dict[str, Any], *, where: str = "config") -> Experiment:
     for s in seeds:
         if isinstance(s, bool) or not isinstance(s, int) or s < 0:
             raise ConfigError(f"{where}: every seed must be an integer >= 0, got {s!r}")
+        if s > MAX_SEED:
+            raise ConfigError(f"{where}: seed {s} is too large; allowed: integers 0 .. {MAX_SEED}")
     if len(set(seeds)) != len(seeds):
         raise ConfigError(f"{where}: 'seeds' lists a seed twice: {seeds}")
     train = _section(raw, "train", TRAIN_DEFAULTS, where)
@@ -208,10 +286,12 @@ def validate(raw: dict[str, Any], *, where: str = "config") -> Experiment:
         if isinstance(v, bool) or not isinstance(v, int) or v < 1:
             raise ConfigError(f"{where}: train.{k} must be an integer >= 1, got {v!r}")
     if train["device"] not in DEVICES:
-        raise ConfigError(f"{where}: train.device is {train['device']!r}; allowed: {', '.join(DEVICES)}")
+        raise ConfigError(f"{where}: train.device is {train['device']!r}; allowed: {', '.join(DEVICES)}"
+                          f"{_hint(str(train['device']), DEVICES)}")
     model = _section(raw, "model", MODEL_DEFAULTS, where)
     if model["name"] not in ("auto", *BACKBONES):
-        raise ConfigError(f"{where}: model.name is {model['name']!r}; allowed: auto, {', '.join(BACKBONES)}")
+        raise ConfigError(f"{where}: model.name is {model['name']!r}; allowed: auto, {', '.join(BACKBONES)}"
+                          f"{_hint(str(model['name']), ('auto', *BACKBONES))}")
     hidden = model["hidden"]
     if not isinstance(hidden, list) or not hidden or not all(isinstance(h, int) and not isinstance(h, bool) and h >= 1 for h in hidden):
         raise ConfigError(f"{where}: model.hidden must be a non-empty list of integers >= 1, got {hidden!r}")
@@ -228,9 +308,11 @@ def validate(raw: dict[str, Any], *, where: str = "config") -> Experiment:
 
 
 def _section(raw, key, defaults, where):
-    given = raw.get(key) or {}
+    given = raw.get(key)
+    if given is None:
+        given = {}
     if not isinstance(given, dict):
-        raise ConfigError(f"{where}: '{key}' must be a mapping with keys {', '.join(defaults)}")
+        raise ConfigError(f"{where}: '{key}' is {_kind(given)}; it must be a mapping with keys {', '.join(defaults)}")
     for k in given:
         if k not in defaults:
             raise ConfigError(f"{where}: unknown key '{key}.{k}'{_hint(str(k), defaults)}; allowed: {', '.join(defaults)}")

@@ -8,8 +8,10 @@ so that ``Stream.params`` records every resolved value.
 from __future__ import annotations
 
 import difflib
+import math
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 from scenarios.errors import ScenarioError
 
@@ -47,7 +49,8 @@ class Param:
             if not isinstance(value, str):
                 raise ScenarioError(f"{where} must be a string, got {value!r}")
             if self.choices is not None and value not in self.choices:
-                raise ScenarioError(f"{where} is {value!r}; allowed: {', '.join(self.choices)}")
+                raise ScenarioError(f"{where} is {value!r}; allowed: {', '.join(self.choices)}"
+                                    f"{closest(value, self.choices)}")
             return value
         if self.kind in ("int", "float"):
             return self._number(value, self.kind, where)
@@ -67,7 +70,7 @@ class Param:
                 value = int(value)
         else:
             value = float(value)
-            if value != value or value in (float("inf"), float("-inf")):
+            if not math.isfinite(value):
                 raise ScenarioError(f"{where} must be a finite number, got {value!r}")
         if self.minimum is not None and value < self.minimum:
             raise ScenarioError(f"{where} must be >= {self.minimum:g}, got {value!r}")

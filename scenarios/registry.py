@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from scenarios import streams
 from scenarios.errors import ScenarioError
 from scenarios.params import Param, closest, resolve
-from scenarios.sources import SOURCES, load_source
+from scenarios.sources import OFFLINE_SOURCES, SOURCES, load_source
 from scenarios.stream import Stream, to_avalanche
 from scenarios.transforms import INTERPOLATIONS
 
@@ -22,6 +23,7 @@ class StreamDef:
     description: str
     params: tuple[Param, ...]
     reconcile: Callable[[dict[str, Any], dict[str, Any]], dict[str, Any]] | None = None
+    check: streams.Checker | None = None  # does the stream fit its data (see check_data)
 
 
 def _source_params(default: str = "mnist5k") -> tuple[Param, ...]:
@@ -58,9 +60,11 @@ def _split_params(source: str, n_tasks: int) -> tuple[Param, ...]:
 def _definitions() -> dict[str, StreamDef]:
     defs = [
         StreamDef("permuted-mnist", streams.permuted,
-                  "one fixed random pixel permutation per task (GEM/MER Permutations)", _permuted_params(20, 1000)),
+                  "one fixed random pixel permutation per task (GEM/MER Permutations)", _permuted_params(20, 1000),
+                  check=streams.check_permuted),
         StreamDef("many-permutations", streams.permuted,
-                  "Permutations with 100 tasks x 200 examples (MER Many Permutations)", _permuted_params(100, 200)),
+                  "Permutations with 100 tasks x 200 examples (MER Many Permutations)", _permuted_params(100, 200),
+                  check=streams.check_permuted),
         StreamDef("rotated-mnist", streams.rotated,
                   "one fixed rotation angle per task, drawn in [0, 180) degrees (GEM/MER Rotations)",
                   _source_params() + (
@@ -70,13 +74,13 @@ def _definitions() -> dict[str, StreamDef]:
                       Param("interpolation", "str", "bilinear", "pixel interpolation of the rotation",
                             choices=INTERPOLATIONS),
                       Param("task_labels", "bool", False, "give task k the task label k (default: single head)"),
-                  ), reconcile=streams.reconcile_angles),
+                  ), reconcile=streams.reconcile_angles, check=streams.check_rotated),
         StreamDef("split-mnist", streams.split, "classes divided into tasks (class- or task-incremental)",
-                  _split_params("mnist5k", 5)),
+                  _split_params("mnist5k", 5), check=streams.check_split),
         StreamDef("split-cifar10", streams.split, "split with CIFAR-10 as the default source",
-                  _split_params("cifar10", 5)),
+                  _split_params("cifar10", 5), check=streams.check_split),
         StreamDef("split-cifar100", streams.split, "split with CIFAR-100 as the default source (20 tasks)",
-                  _split_params("cifar100", 20)),
+                  _split_params("cifar100", 20), check=streams.check_split),
     ]
     return {d.name: d for d in defs}
 
@@ -109,6 +113,24 @@ def resolve_params(name: str, **params: Any) -> tuple[str, dict[str, Any]]:
     if resolved["source"] != "npz" and resolved["path"] is not None:
         raise ScenarioError(f"{d.name}: 'path' is only for source npz, not '{resolved['source']}'")
     return d.name, resolved
+
+
+def check_data(name: str, *, seeds: Iterable[int] = (0,), **params: Any) -> tuple[str, dict[str, Any]]:
+    """:func:`resolve_params`, then, for a source read from this machine without a download
+    (``mnist5k``, ``digits``, ``npz``), load it and check that the stream fits it for every seed
+    (an npz file's arrays, ``per_task`` against the examples there are, ``n_tasks`` against the
+    classes): the ScenarioError that :func:`build` would raise, without building the tasks.
+    Torchvision sources are not loaded here (that may mean a download)."""
+    canonical, resolved = resolve_params(name, **params)
+    if resolved["source"] not in OFFLINE_SOURCES:
+        return canonical, resolved
+    data = load_source(resolved["source"], data_root=resolved["data_root"], path=resolved["path"],
+                       download=resolved["download"])
+    d = definition(canonical)
+    if d.check is not None:
+        for seed in seeds:
+            d.check(data, seed=seed, **resolved)
+    return canonical, resolved
 
 
 def build(name: str, *, seed: int = 0, **params: Any) -> Stream:

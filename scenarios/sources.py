@@ -36,6 +36,7 @@ import torch
 from scenarios.errors import ScenarioError
 
 SOURCES = ("mnist5k", "digits", "mnist", "fashion-mnist", "kmnist", "cifar10", "cifar100", "npz")
+OFFLINE_SOURCES = ("mnist5k", "digits", "npz")  # never downloaded: cheap to load before a sweep
 
 # torchvision dataset class name, number of classes, default backbone family
 _TORCHVISION = {
@@ -104,7 +105,7 @@ def stratified_split(y: np.ndarray, *, test_fraction: float, seed: int) -> tuple
     train, test = [], []
     for c in np.unique(y):
         idx = rng.permutation(np.flatnonzero(y == c))
-        n_test = int(round(test_fraction * len(idx)))
+        n_test = round(test_fraction * len(idx))
         if len(idx) >= 2:
             n_test = min(max(n_test, 1), len(idx) - 1)
         test.append(idx[:n_test])
@@ -165,7 +166,7 @@ def _torchvision(name: str, root: Path, *, download: bool) -> ImageData:
                 ) from None
             try:
                 ds = cls(str(root), train=train, download=True)
-            except Exception as exc:  # network errors come in many types
+            except Exception as exc:  # noqa: BLE001 (network errors come in many types)
                 reason = str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__
                 raise ScenarioError(
                     f"source '{name}': no {cls_name} files under '{root}' and the download failed "
@@ -181,13 +182,24 @@ def _torchvision(name: str, root: Path, *, download: bool) -> ImageData:
 def _npz(path: str | None, *, test_fraction, split_seed) -> ImageData:
     if not path:
         raise ScenarioError("source 'npz' needs 'path': an .npz file with arrays x, y (optional x_test, y_test)")
+    if "\0" in path:
+        raise ScenarioError(f"source 'npz': path {path!r} contains a NUL byte; give the path of an .npz file")
     p = Path(path).expanduser()
+    if p.is_dir():
+        raise ScenarioError(f"source 'npz': {p} is a folder; 'path' must be an .npz file with arrays x, y")
     if not p.is_file():
         raise ScenarioError(f"source 'npz': file not found: {p}")
     try:
+        with open(p, "rb") as f:
+            head = f.read(4)
+    except OSError as exc:
+        raise ScenarioError(f"source 'npz': cannot read {p} ({exc.strerror or type(exc).__name__})") from None
+    if head[:2] != b"PK":  # every .npz is a zip archive
+        raise ScenarioError(f"source 'npz': cannot read {p} as an .npz file (not a zip archive); write it with numpy.savez")
+    try:
         with np.load(p, allow_pickle=False) as f:
             arrays = {k: f[k] for k in f.files}
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 (a broken file fails in many ways; each is bad input)
         raise ScenarioError(f"source 'npz': cannot read {p} as an .npz file ({type(exc).__name__}: {exc})") from None
     extra = sorted(set(arrays) - set(_NPZ_KEYS))
     if extra:

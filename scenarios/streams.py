@@ -12,25 +12,43 @@ drawn without replacement from the source's training split, independently for ev
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 
 from scenarios.errors import ScenarioError
 from scenarios.sources import ImageData
 from scenarios.stream import TaskData
-from scenarios.transforms import permute_pixels, pixel_permutation, rotate_images, task_generator
+from scenarios.transforms import (
+    permute_pixels,
+    pixel_permutation,
+    rotate_images,
+    task_generator,
+)
 
 # purposes of random draws; see transforms.task_generator
 _SAMPLE, _PERMUTATION, _ANGLE, _CLASS_ORDER, _TEST = 1, 2, 3, 4, 5
 
 
-def _sample_train(data: ImageData, per_task: int, *, seed: int, task: int) -> tuple[torch.Tensor, torch.Tensor]:
+def _check_per_task(data: ImageData, per_task: int) -> None:
     n = len(data.y_train)
     if per_task > n:
         raise ScenarioError(
             f"per_task={per_task} is larger than the {n} training examples of source '{data.name}'; allowed: 1 .. {n}"
         )
+
+
+def _check_images(data: ImageData) -> None:
+    if not data.is_image:
+        raise ScenarioError(
+            f"rotated streams need images (N, H, W) or (N, C, H, W); source '{data.name}' gives flat vectors of shape {data.input_shape}"
+        )
+
+
+def _sample_train(data: ImageData, per_task: int, *, seed: int, task: int) -> tuple[torch.Tensor, torch.Tensor]:
+    _check_per_task(data, per_task)
+    n = len(data.y_train)
     idx = torch.randperm(n, generator=task_generator(seed, _SAMPLE, task))[:per_task]
     return data.x_train[idx], data.y_train[idx]
 
@@ -81,10 +99,7 @@ def rotated(data: ImageData, *, seed: int, n_tasks: int, per_task: int, angles: 
             interpolation: str, task_labels: bool, test_per_task: int | None, **_: Any) -> list[TaskData]:
     """Rotated streams: task k rotates its examples and the test set by one fixed angle, drawn
     uniformly in [0, 180) degrees unless ``angles`` lists them (see :func:`reconcile_angles`)."""
-    if not data.is_image:
-        raise ScenarioError(
-            f"rotated streams need images (N, H, W) or (N, C, H, W); source '{data.name}' gives flat vectors of shape {data.input_shape}"
-        )
+    _check_images(data)
     x_te, y_te = _test_subset(data, test_per_task, seed=seed)
     tasks = []
     for k in range(n_tasks):
@@ -105,12 +120,10 @@ def rotation_angles(*, seed: int, n_tasks: int) -> list[float]:
             for k in range(n_tasks)]
 
 
-def split(data: ImageData, *, seed: int, n_tasks: int, per_task: int | None, task_incremental: bool,
-          class_order: list[int] | None, shuffle_classes: bool, test_per_task: int | None, **_: Any) -> list[TaskData]:
-    """Split streams: the classes, in ``class_order`` (default ascending, or shuffled by the
-    seed with ``shuffle_classes``), cut into ``n_tasks`` equal groups; task k holds the
-    training and test examples of its group. Task-incremental streams give task k the task
-    label k; class-incremental ones give every task label 0 (one head over all classes)."""
+def _split_order(data: ImageData, *, seed: int, n_tasks: int, class_order: list[int] | None,
+                 shuffle_classes: bool) -> list[int]:
+    """The classes in the order a split stream cuts them into tasks, after checking that
+    ``n_tasks`` divides them and that ``class_order`` lists each once."""
     n_classes = data.n_classes
     if n_classes % n_tasks:
         divisors = [d for d in range(1, n_classes + 1) if n_classes % d == 0]
@@ -125,29 +138,64 @@ def split(data: ImageData, *, seed: int, n_tasks: int, per_task: int | None, tas
             )
         if shuffle_classes:
             raise ScenarioError("give class_order or shuffle_classes: true, not both")
-        order = list(class_order)
-    elif shuffle_classes:
-        order = torch.randperm(n_classes, generator=task_generator(seed, _CLASS_ORDER, 0)).tolist()
-    else:
-        order = list(range(n_classes))
-    size = n_classes // n_tasks
+        return list(class_order)
+    if shuffle_classes:
+        return torch.randperm(n_classes, generator=task_generator(seed, _CLASS_ORDER, 0)).tolist()
+    return list(range(n_classes))
+
+
+def _split_train_indices(data: ImageData, classes: tuple[int, ...], per_task: int | None) -> torch.Tensor:
+    tr = torch.isin(data.y_train, torch.tensor(classes)).nonzero().squeeze(1)
+    if per_task is not None and per_task > len(tr):
+        raise ScenarioError(
+            f"per_task={per_task} is larger than the {len(tr)} training examples of classes {list(classes)}; "
+            f"allowed: 1 .. {len(tr)} or null for all"
+        )
+    return tr
+
+
+def _groups(order: list[int], n_tasks: int) -> list[tuple[int, ...]]:
+    size = len(order) // n_tasks
+    return [tuple(order[k * size:(k + 1) * size]) for k in range(n_tasks)]
+
+
+def split(data: ImageData, *, seed: int, n_tasks: int, per_task: int | None, task_incremental: bool,
+          class_order: list[int] | None, shuffle_classes: bool, test_per_task: int | None, **_: Any) -> list[TaskData]:
+    """Split streams: the classes, in ``class_order`` (default ascending, or shuffled by the
+    seed with ``shuffle_classes``), cut into ``n_tasks`` equal groups; task k holds the
+    training and test examples of its group. Task-incremental streams give task k the task
+    label k; class-incremental ones give every task label 0 (one head over all classes)."""
+    order = _split_order(data, seed=seed, n_tasks=n_tasks, class_order=class_order, shuffle_classes=shuffle_classes)
     x_te_all, y_te_all = _test_subset(data, test_per_task, seed=seed)
     tasks = []
-    for k in range(n_tasks):
-        classes = tuple(order[k * size:(k + 1) * size])
-        wanted = torch.tensor(classes)
-        tr = torch.isin(data.y_train, wanted).nonzero().squeeze(1)
-        if per_task is not None:
-            if per_task > len(tr):
-                raise ScenarioError(
-                    f"per_task={per_task} is larger than the {len(tr)} training examples of classes {list(classes)}; "
-                    f"allowed: 1 .. {len(tr)} or null for all"
-                )
+    for k, classes in enumerate(_groups(order, n_tasks)):
+        tr = _split_train_indices(data, classes, per_task)
         tr = tr[torch.randperm(len(tr), generator=task_generator(seed, _SAMPLE, k))][:per_task]
-        te = torch.isin(y_te_all, wanted).nonzero().squeeze(1)
+        te = torch.isin(y_te_all, torch.tensor(classes)).nonzero().squeeze(1)
         tasks.append(TaskData(data.x_train[tr], data.y_train[tr], x_te_all[te], y_te_all[te],
                               k if task_incremental else 0, classes))
     return tasks
 
 
+# Checks that a stream fits its data, without building it: each raises the ScenarioError its
+# builder would raise, so that a sweep can refuse a bad config before any run starts.
+
+def check_permuted(data: ImageData, *, seed: int, per_task: int, **_: Any) -> None:
+    _check_per_task(data, per_task)
+
+
+def check_rotated(data: ImageData, *, seed: int, per_task: int, **_: Any) -> None:
+    _check_images(data)
+    _check_per_task(data, per_task)
+
+
+def check_split(data: ImageData, *, seed: int, n_tasks: int, per_task: int | None, class_order: list[int] | None,
+                shuffle_classes: bool, **_: Any) -> None:
+    order = _split_order(data, seed=seed, n_tasks=n_tasks, class_order=class_order, shuffle_classes=shuffle_classes)
+    if per_task is not None:
+        for classes in _groups(order, n_tasks):
+            _split_train_indices(data, classes, per_task)
+
+
 Builder = Callable[..., list[TaskData]]
+Checker = Callable[..., None]

@@ -154,7 +154,7 @@ def register_baselines(registry: Registry) -> None:
         return MER(model=model, optimizer=_sgd(model, lr), mem_size=mem_size, batch_size_mem=replay_batch,
                    n_inner_steps=n_inner_steps, beta=beta, gamma=gamma, **context.template_kwargs())
 
-    @reg("avalanche-la-maml", aliases=("avalanche-lamaml",))
+    @reg("avalanche-la-maml", aliases=("avalanche-lamaml",), check=replay_within_memory)
     def avalanche_la_maml(*, model, context: StrategyContext, n_inner_updates: POSITIVE = 5,
                           second_order: bool = True, grad_clip_norm: Annotated[float, Range(gt=0)] = 1.0,
                           learn_lr: bool = True, lr_alpha: NON_NEGATIVE = 0.3, sync_update: bool = False,

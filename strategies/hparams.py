@@ -16,8 +16,9 @@ import difflib
 import inspect
 import math
 import typing
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping
+from typing import Any
 
 from strategies.errors import StrategyError
 
@@ -106,7 +107,8 @@ class HParam:
             if not isinstance(value, str):
                 raise StrategyError(f"{where} must be a string, got {value!r}")
             if self.choice is not None and value not in self.choice.values:
-                raise StrategyError(f"{where} is {value!r}; allowed: {', '.join(self.choice.values)}")
+                raise StrategyError(f"{where} is {value!r}; allowed: {', '.join(self.choice.values)}"
+                                    f"{closest(value, self.choice.values)}")
             return value
         return value
 
@@ -115,7 +117,7 @@ def declared(factory: Callable[..., Any], *, owner: str) -> tuple[HParam, ...]:
     """The hyperparameters of ``factory``: its keyword-only arguments other than model/context."""
     try:
         hints = typing.get_type_hints(factory, include_extras=True)
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 (any failure to read them is the plugin's)
         raise StrategyError(f"strategy '{owner}': cannot read its annotations ({type(exc).__name__}: {exc})") from None
     out = []
     target = factory.__init__ if inspect.isclass(factory) else factory

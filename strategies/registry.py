@@ -15,9 +15,10 @@ import importlib
 import importlib.util
 import sys
 import traceback
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
 
 from strategies.errors import StrategyError
 from strategies.hparams import HParam, closest, declared, resolve
@@ -51,7 +52,7 @@ class Registry:
     """Strategies by normalised name. The package keeps one, :data:`strategies.REGISTRY`;
     tests make their own."""
 
-    def __init__(self, *, builtins: Callable[["Registry"], None] | None = None) -> None:
+    def __init__(self, *, builtins: Callable[[Registry], None] | None = None) -> None:
         self._builtins = builtins
         self._defs: dict[str, StrategyDef] = {}
         self._aliases: dict[str, str] = {}
@@ -115,7 +116,11 @@ class Registry:
         d = self.get(name)
         values = resolve(d.name, d.hparams, dict(given or {}))
         if d.check is not None:
-            d.check(values)
+            try:
+                d.check(values)
+            except StrategyError as exc:  # name the strategy, as every other message does
+                text = str(exc)
+                raise StrategyError(text if text.startswith("strategy '") else f"strategy '{d.name}': {text}") from None
         return d.name, values
 
     def build(self, name: str, *, model: Any, context: Any, **hparams: Any) -> Any:
@@ -142,14 +147,18 @@ class Registry:
                     self.register(ep.name, origin=f"entry point {ep.value}")(obj)
             except StrategyError as exc:
                 self._broken[ep.name] = str(exc)
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 (a broken plugin is remembered, not fatal)
                 self._broken[ep.name] = _one_line(exc)
 
     def load_file(self, path: str | Path) -> list[str]:
         """Run the plugin file ``path`` (it registers with ``@strategies.register``) and return
         the names it added. A failing file raises StrategyError naming the file. Loading the
         same file again does nothing and returns the same names."""
+        if "\0" in str(path):
+            raise StrategyError(f"plugin file {str(path)!r} contains a NUL byte; give the path of a .py file")
         p = Path(path)
+        if p.is_dir():
+            raise StrategyError(f"plugin {p} is a folder; give a Python file ending in .py")
         if not p.is_file():
             raise StrategyError(f"plugin file not found: {p}")
         if p.suffix != ".py":
@@ -169,7 +178,15 @@ class Registry:
         except StrategyError as exc:
             sys.modules.pop(module_name, None)
             raise StrategyError(f"plugin {p}: {exc}") from None
-        except Exception as exc:
+        except SyntaxError as exc:  # the innermost frame is importlib's, so name the file's line
+            sys.modules.pop(module_name, None)
+            raise StrategyError(f"plugin {p} failed to load: SyntaxError: {exc.msg} (line {exc.lineno}); "
+                                "it must be valid Python") from None
+        except SystemExit as exc:  # a plugin may not end the program
+            sys.modules.pop(module_name, None)
+            raise StrategyError(f"plugin {p} failed to load: it called sys.exit({exc.code!r}); "
+                                "a plugin must only register strategies") from None
+        except Exception as exc:  # noqa: BLE001 (whatever a plugin file raises, name the file)
             sys.modules.pop(module_name, None)
             raise StrategyError(f"plugin {p} failed to load: {_one_line(exc)}") from None
         added = sorted(set(self._defs) - before)
