@@ -5,7 +5,9 @@ example is, with ``a_0 = x``, ``a_l = relu(W_l a_{l-1} + b_l)`` and ``p = softma
 ``d_L = p - onehot(y)``, ``grad W_l = d_l a_{l-1}^T``, ``grad b_l = d_l`` and
 ``d_{l-1} = (W_l^T d_l) * [a_{l-1} > 0]``. Writing this with matrix-vector kernels and
 in-place rank-1 updates removes the autograd bookkeeping that dominates single-example
-steps on small networks (about 3x faster for 784-100-100-10 on a CPU core).
+steps on small networks (about 3x faster for 784-100-100-10 on a CPU core). On the CPU, MER
+uses the compiled kernels of :mod:`strategies.mlp_kernels` instead, which are faster still;
+this torch version serves other devices.
 
 :func:`linear_relu_layers` recognises such a model and checks the recognition numerically,
 so a model whose ``forward`` does something else silently keeps the general path.
@@ -79,67 +81,3 @@ def sgd_step(layers: list[nn.Linear], x: torch.Tensor, y: int, lr: float, *, mas
             lay.bias.add_(d, alpha=-lr)
         d = d_prev
     return loss
-
-
-class BlasMLP:
-    """The same closed-form step on a CPU float32 MLP through BLAS level-2 kernels
-    (``sgemv``, ``sger``) on NumPy views of the torch parameters: no tensor is allocated
-    per layer and each kernel call costs about a microsecond of overhead instead of the
-    several of a torch operator. Updates land in the model's own parameters (the views
-    share their memory). Use inside :func:`strategies.functional.single_threaded`: for one
-    example the work is too small to split across threads.
-    """
-
-    def __init__(self, layers: list[nn.Linear]):
-        from scipy.linalg import blas
-
-        self._gemv, self._ger = blas.sgemv, blas.sger
-        self.wt = []  # W^T: (in, out), Fortran-ordered views of the row-major weights
-        self.b = []
-        for lay in layers:
-            w = lay.weight.detach()
-            if w.device.type != "cpu" or w.dtype != torch.float32 or not w.is_contiguous():
-                raise ValueError("BlasMLP needs contiguous float32 CPU weights")
-            self.wt.append(w.numpy().T)
-            self.b.append(None if lay.bias is None else lay.bias.detach().numpy())
-
-    @staticmethod
-    def usable(layers: list[nn.Linear]) -> bool:
-        try:
-            import scipy.linalg.blas  # noqa: F401
-        except ImportError:
-            return False
-        return all(p.device.type == "cpu" and p.dtype == torch.float32 and p.is_contiguous()
-                   for lay in layers for p in lay.parameters())
-
-    def step(self, x, y: int, lr: float, mask_row=None, weight: float = 1.0) -> float:
-        """One SGD step on one example (x: 1-D float32 NumPy array); returns its loss."""
-        import numpy as np
-
-        gemv, ger = self._gemv, self._ger
-        acts = [x]
-        h = x
-        last = len(self.wt) - 1
-        for i, (wt, b) in enumerate(zip(self.wt, self.b)):
-            z = gemv(1.0, wt, h, trans=1) if b is None else gemv(1.0, wt, h, beta=1.0, y=b, trans=1, overwrite_y=0)
-            if i < last:
-                h = np.maximum(z, 0.0, out=z)
-                acts.append(h)
-        if mask_row is not None:
-            z = z + mask_row
-        m = z.max()
-        e = np.exp(z - m)
-        s = e.sum()
-        loss = (m + np.log(s) - z[y]) * weight
-        d = e / s
-        d[y] -= 1.0
-        if weight != 1.0:
-            d *= weight
-        for i in range(last, -1, -1):
-            wt, b = self.wt[i], self.b[i]
-            d_prev = gemv(1.0, wt, d) * (acts[i] > 0) if i > 0 else None
-            ger(-lr, acts[i], d, a=wt, overwrite_a=1)
-            if b is not None:
-                b -= lr * d
-            d = d_prev
-        return float(loss)

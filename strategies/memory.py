@@ -30,34 +30,44 @@ class ReservoirMemory:
     def __len__(self) -> int:
         return min(self.seen, self.size)
 
+    def storage(self, example: torch.Tensor) -> None:
+        """Allocate the example buffer for examples shaped like ``example[0]`` (once)."""
+        if self.x is None:
+            self.x = torch.empty((self.size, *example.shape[1:]), dtype=example.dtype, device=self.device)
+
+    def reserve(self) -> int:
+        """Count one more example of the stream; the slot it must be written to, or -1 when
+        Algorithm R drops it. Callers that write memory themselves (compiled kernels) use
+        this; :meth:`add` is built on it."""
+        i = self.seen
+        self.seen += 1
+        if i < self.size:
+            return i
+        slot = int(self._rng.integers(0, i + 1))
+        return slot if slot < self.size else -1
+
     def add(self, x: torch.Tensor, y: torch.Tensor, t: torch.Tensor) -> None:
         """Offer every example of a batch to the reservoir, in order."""
-        if self.x is None:
-            self.x = torch.empty((self.size, *x.shape[1:]), dtype=x.dtype, device=self.device)
-        slots, rows = [], []
+        self.storage(x)
+        # a later example of the batch may overwrite the slot of an earlier one: keep the last
+        last = {}
         for row in range(len(x)):
-            i = self.seen
-            self.seen += 1
-            if i < self.size:
-                slot = i
-            else:
-                slot = int(self._rng.integers(0, i + 1))
-                if slot >= self.size:
-                    continue
-            slots.append(slot)
-            rows.append(row)
-        if slots:
-            # a later example of the batch may overwrite the slot of an earlier one: keep the last
-            last = {s: r for s, r in zip(slots, rows)}
+            slot = self.reserve()
+            if slot >= 0:
+                last[slot] = row
+        if last:
             idx = torch.tensor(list(last.keys()), device=self.device)
             src = torch.tensor(list(last.values()), device=x.device)
             self.x[idx] = x.detach()[src].to(self.device)
             self.y[idx] = y.detach()[src].to(self.device)
             self.t[idx] = t.detach()[src].to(self.device)
 
+    def draw(self, k: int) -> np.ndarray:
+        """Slots of ``min(k, len(self))`` distinct stored examples, drawn uniformly."""
+        n = len(self)
+        return self._rng.choice(n, size=min(k, n), replace=False)
+
     def sample(self, k: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``min(k, len(self))`` distinct stored examples, drawn uniformly."""
-        n = len(self)
-        k = min(k, n)
-        idx = torch.as_tensor(self._rng.choice(n, size=k, replace=False), device=self.device)
+        idx = torch.as_tensor(self.draw(k), device=self.device)
         return self.x[idx], self.y[idx], self.t[idx]

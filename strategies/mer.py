@@ -18,9 +18,11 @@ this equals Algorithm 1 with beta = 1. Algorithm 7: one batch of the example and
 ``replay_batch`` memory examples in random order, the example's loss weighted by s, one
 Reptile step with ``gamma``.
 
-For ReLU MLPs the single-example SGD steps take a closed-form path (:mod:`strategies.fast_mlp`,
-``fast_path``): BLAS kernels on the CPU, torch kernels elsewhere; both equal the autograd path
-to float rounding.
+For ReLU MLPs (``fast_path``) the single-example SGD steps take a closed form: on the CPU a
+compiled kernel runs a whole minibatch of MER, Reptile steps and reservoir writes included
+(:mod:`strategies.mlp_kernels`, exploiting zero inputs exactly); elsewhere torch kernels
+(:mod:`strategies.fast_mlp`). Both equal the autograd path to float rounding and draw the same
+random numbers in the same order.
 
 Deviations from the official code, none of which changes the algorithm: memory examples of a
 batch are drawn without replacement (the official code reshuffles per draw, which can repeat
@@ -33,13 +35,35 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import torch
 
-from strategies.fast_mlp import BlasMLP, linear_relu_layers, sgd_step
-from strategies.functional import SingleThreadedExperiences, copy_into, masked_cross_entropy, reptile, trainable
+from strategies.fast_mlp import linear_relu_layers, sgd_step
+from strategies.functional import (
+    SingleThreadedExperiences,
+    copy_into,
+    masked_cross_entropy,
+    reptile,
+    trainable,
+)
 from strategies.memory import ReservoirMemory
 
 ALGORITHMS = (1, 6, 7)
+INCOMING, SKIP = -1, -2  # plan entries of the compiled path (see strategies.mlp_kernels)
+
+
+def _compiled_net(layers, mask):
+    """The compiled path's view of the MLP, or None where it does not apply (not an MLP,
+    not float32 on the CPU, a Linear without bias, or numba missing)."""
+    if layers is None:
+        return None
+    try:
+        from strategies.mlp_kernels import TransposedMLP
+    except ImportError:
+        return None
+    if not TransposedMLP.usable(layers) or (mask is not None and mask.device.type != "cpu"):
+        return None
+    return TransposedMLP(layers, n_tasks=1 if mask is None else len(mask))
 
 
 def _meta_template():
@@ -74,11 +98,10 @@ class MER(SingleThreadedExperiences, _meta_template()):
     # -- Avalanche hooks -------------------------------------------------------------
     def _track_parameters(self, example: torch.Tensor | None = None) -> None:
         _, self._params = trainable(self.model)
-        self._layers = self._blas = None
+        self._layers = self._compiled = None
         if self.fast_path and example is not None:
             self._layers = linear_relu_layers(self.model, tuple(example.shape[1:]))
-            if self._layers is not None and BlasMLP.usable(self._layers):
-                self._blas = BlasMLP(self._layers)
+            self._compiled = _compiled_net(self._layers, self._mask)
         self._before_example = [torch.empty_like(p) for p in self._params]
         self._before_batch = [torch.empty_like(p) for p in self._params]
 
@@ -88,6 +111,8 @@ class MER(SingleThreadedExperiences, _meta_template()):
         self._track_parameters(self.experience.dataset[0][0].unsqueeze(0))
 
     def _inner_updates(self, **kwargs):
+        if self._compiled is not None and self.mb_x.dtype == torch.float32 and self.mb_x.device.type == "cpu":
+            return self._compiled_updates()
         x, y, t = self.mb_x, self.mb_y, self.mb_task_id
         losses = []
         for i in range(len(y)):
@@ -95,6 +120,48 @@ class MER(SingleThreadedExperiences, _meta_template()):
             losses.append(self._observe(xi, yi, ti))
             self.memory.add(xi, yi, ti)
         self.loss = torch.stack(losses).mean()
+
+    def _compiled_updates(self) -> None:
+        """The whole minibatch in one compiled call; the random draws are made here, in the
+        order :meth:`_observe` and ``memory.add`` make them."""
+        from strategies.mlp_kernels import mer_minibatch
+
+        x, y, t = self.mb_x, self.mb_y, self.mb_task_id
+        n = len(y)
+        self.memory.storage(x)
+        plan, weights, slots = self._plan(n)
+        net = self._compiled
+        net.load()
+        mem = self.memory
+        masks = net.no_mask if self._mask is None else self._mask.numpy()
+        beta = self.beta if self.algorithm == 1 else 1.0
+        losses = mer_minibatch(net.wts, net.bs, *net.snap_a, *net.snap_b, *net.scratch,
+                               x.reshape(n, -1).float().contiguous().numpy(), y.numpy(), t.numpy(),
+                               plan, weights, slots, mem.x.reshape(mem.size, -1).numpy(), mem.y.numpy(),
+                               mem.t.numpy(), masks, self._mask is not None, self.lr, beta, self.gamma)
+        net.store()
+        self.inner_steps += int((plan != SKIP).sum())
+        self.loss = torch.as_tensor(float(losses.mean()))
+
+    def _plan(self, n: int):
+        """For each of ``n`` incoming examples: its batches as rows of memory slots (``INCOMING``
+        for itself, ``SKIP`` for padding), the loss weights, and its reservoir slot."""
+        rounds = 1 if self.algorithm == 7 else self.batches_per_example
+        plan = np.full((n, rounds, 1 + self.replay_batch), SKIP, dtype=np.int64)
+        weights = np.ones(plan.shape, dtype=np.float32)
+        slots = np.empty(n, dtype=np.int64)
+        for i in range(n):
+            for b in range(rounds):
+                drawn = self.memory.draw(self.replay_batch) if self.replay_batch and len(self.memory) else ()
+                row = np.concatenate([[INCOMING], drawn]).astype(np.int64)
+                w = np.ones(len(row), dtype=np.float32)
+                if self.algorithm == 7:
+                    w[0] = float(self.batches_per_example)
+                    order = torch.randperm(len(row), generator=self._order).numpy()
+                    row, w = row[order], w[order]
+                plan[i, b, :len(row)], weights[i, b, :len(row)] = row, w
+            slots[i] = self.memory.reserve()
+        return plan, weights, slots
 
     def _outer_update(self, **kwargs):
         """Nothing: MER's meta-updates are the Reptile steps inside ``_inner_updates``."""
@@ -128,17 +195,6 @@ class MER(SingleThreadedExperiences, _meta_template()):
     def _sgd_through(self, bx, by, bt, weight=None) -> torch.Tensor:
         """Plain SGD, one example at a time, in batch order; returns the summed loss."""
         total = torch.zeros((), device=self.device)
-        if self._blas is not None:  # closed-form path through BLAS on CPU, same arithmetic
-            xs = bx.reshape(len(bx), -1).numpy()
-            ys, ts = by.tolist(), bt.tolist()
-            ws = weight.tolist() if weight is not None else None
-            masks = None if self._mask is None else self._mask.numpy()
-            acc = 0.0
-            for j in range(len(ys)):
-                acc += self._blas.step(xs[j], ys[j], self.lr, None if masks is None else masks[ts[j]],
-                                       1.0 if ws is None else ws[j])
-            self.inner_steps += len(ys)
-            return total + acc
         if self._layers is not None:  # closed-form path for ReLU MLPs on any device
             ys, ts = by.tolist(), bt.tolist()
             ws = weight.tolist() if weight is not None else None

@@ -113,13 +113,15 @@ def test_bad_algorithm_is_rejected():
         strategies.resolve("mer", {"algorithm": 3})
 
 
-@pytest.mark.parametrize("algorithm", [1, 7])
+@pytest.mark.parametrize("algorithm", [1, 6, 7])
 def test_fast_mlp_path_equals_the_autograd_path(stream, algorithm):
     base = _model(stream)
     hp = dict(algorithm=algorithm, batches_per_example=3, replay_batch=4, mem_size=15, beta=0.3, gamma=0.7)
     fast = _train("mer", stream, copy.deepcopy(base), fast_path=True, **hp)
     slow = _train("mer", stream, copy.deepcopy(base), fast_path=False, **hp)
-    assert fast._layers is not None and fast._blas is not None and slow._layers is None
+    assert fast._layers is not None and fast._compiled is not None and slow._layers is None
+    assert len(fast.memory) == len(slow.memory) and torch.equal(fast.memory.y, slow.memory.y)
+    assert torch.equal(fast.memory.x, slow.memory.x)
     assert fast.inner_steps == slow.inner_steps
     for p, q in zip(fast.model.parameters(), slow.model.parameters()):
         assert torch.allclose(p, q, atol=1e-5)
@@ -140,25 +142,31 @@ def test_fast_path_with_task_masks_equals_the_autograd_path():
         assert torch.allclose(p, q, atol=1e-5)
 
 
-def test_blas_and_torch_closed_forms_agree():
-    from strategies.fast_mlp import BlasMLP, linear_relu_layers, sgd_step
-    from strategies.functional import single_threaded
+def test_compiled_and_torch_closed_forms_agree():
+    """Single-example steps of the compiled kernel (which skips zero inputs and dead units)
+    and of the torch closed form, on inputs that are 70% zeros, with task masks and weights."""
+    import numpy as np
+
+    from strategies.fast_mlp import linear_relu_layers, sgd_step
+    from strategies.mlp_kernels import TransposedMLP, sgd_steps
 
     torch.manual_seed(0)
     a = build_model("mlp", input_shape=(1, 6, 6), n_classes=5)
     b = copy.deepcopy(a)
     la, lb = linear_relu_layers(a, (1, 6, 6)), linear_relu_layers(b, (1, 6, 6))
-    blas = BlasMLP(lb)
     g = torch.Generator().manual_seed(1)
     x, y = torch.rand(50, 36, generator=g), torch.randint(0, 5, (50,), generator=g)
-    mask = torch.tensor([0.0, 0.0, float("-inf"), 0.0, float("-inf")])
-    with single_threaded():
-        for k in range(50):
-            w = 1.0 + (k % 3)
-            la_loss = sgd_step(la, x[k], int(y[k]) if k % 2 else 0, 0.1, mask_row=mask if k % 2 == 0 else None, weight=w)
-            lb_loss = blas.step(x[k].numpy(), int(y[k]) if k % 2 else 0, 0.1,
-                                mask.numpy() if k % 2 == 0 else None, w)
-            assert float(la_loss) == pytest.approx(lb_loss, rel=1e-5)
+    x[torch.rand(50, 36, generator=g) < 0.7] = 0.0
+    masks = torch.tensor([[0.0, 0.0, float("-inf"), 0.0, float("-inf")], [0.0] * 5])
+    t = torch.arange(50) % 2
+    w = 1.0 + (torch.arange(50) % 3).float()
+    expected = [float(sgd_step(la, x[k], int(y[k]), 0.1, mask_row=masks[t[k]], weight=float(w[k])))
+                for k in range(50)]
+    net = TransposedMLP(lb, n_tasks=2)
+    got = sgd_steps(net.wts, net.bs, *net.scratch, x.numpy(), y.numpy(), t.numpy(), w.numpy(), masks.numpy(),
+                    True, 0.1)
+    net.store()
+    np.testing.assert_allclose(got, expected, rtol=1e-5)
     for p, q in zip(a.parameters(), b.parameters()):
         assert torch.allclose(p, q, atol=1e-6)
 
