@@ -47,12 +47,14 @@ def mlp_loss_and_grads(params: list[torch.Tensor], x: torch.Tensor, y: torch.Ten
 
 @torch.no_grad()
 def first_order_meta_gradients(params: list[torch.Tensor], rates: list, incoming: tuple, meta_batch: tuple, *,
-                               mask: torch.Tensor | None = None, with_rates: bool = True, after_inner_step=None):
+                               mask: torch.Tensor | None = None, with_rates: bool = True, after_inner_step=None,
+                               final_only: bool = False):
     """(meta-loss, grad wrt params, grad wrt rates or None) of one glance, first order.
 
     ``params`` are [W1, b1, ...] of a ReLU MLP, ``rates`` the matching step sizes (tensors, or
     one float repeated: C-MAML's fixed rate), ``incoming`` the (x, y, t) examples taken one at a time in the inner loop and
-    ``meta_batch`` the (x, y, t) of the meta-loss."""
+    ``meta_batch`` the (x, y, t) of the meta-loss; ``final_only``: one meta-loss, after the
+    last inner step (the paper's Algorithm 1), instead of one after every inner step."""
     x, y, t = incoming
     bx, by, bt = meta_batch
     meta_mask = None if mask is None else mask[bt]
@@ -73,12 +75,15 @@ def first_order_meta_gradients(params: list[torch.Tensor], rates: list, incoming
             torch._foreach_add_(summed, g)
         if after_inner_step is not None:
             after_inner_step(i)
+        if final_only and i < n - 1:
+            continue
         loss, gm = mlp_loss_and_grads(fast, bx, by, meta_mask)
         total += loss
         torch._foreach_add_(g_theta, gm)
         if with_rates:
             torch._foreach_addcmul_(g_rate, gm, summed, value=-1.0)
-    torch._foreach_div_(g_theta, n)
+    taken = 1 if final_only else n
+    torch._foreach_div_(g_theta, taken)
     if with_rates:
-        torch._foreach_div_(g_rate, n)
-    return total / n, g_theta, g_rate
+        torch._foreach_div_(g_rate, taken)
+    return total / taken, g_theta, g_rate

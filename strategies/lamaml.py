@@ -10,7 +10,9 @@ For every incoming minibatch, ``glances`` times (official ``model/lamaml.py``):
    ``theta_{i+1} = theta_i - relu(alpha) * grad L(x_i, y_i; theta_i)`` (Eq. 6; C-MAML uses the
    fixed rate ``alpha_init``); on the first glance the example enters the reservoir memory;
    after each inner step the meta-loss ``L(B; theta_{i+1})`` is taken;
-3. meta-loss = mean of those B-losses (the official code accumulates one per inner step);
+3. meta-loss = mean of those B-losses (the official code accumulates one per inner step;
+   ``meta_loss="final"`` takes only the one after the last inner step, as the paper's
+   Algorithm 1 writes it, ``L_t(theta_k, b_m)``, and as Avalanche's lamaml_v2 does);
    its gradients reach theta and alpha through the fast weights (first order: the inner
    gradients are constants; ``second_order``: differentiated too);
 4. both meta-gradients are clipped to norm ``grad_clip_norm`` (the official code's effective
@@ -22,8 +24,9 @@ For every incoming minibatch, ``glances`` times (official ``model/lamaml.py``):
    Sync-La-MAML).
 
 In task-incremental streams each example's loss is taken over the classes of its own task.
-First-order meta-gradients on ReLU MLPs take a closed-form path (:mod:`strategies.fast_lamaml`)
-equal to the autograd one to float rounding.
+First-order meta-gradients on ReLU MLPs take a closed-form path equal to the autograd one to
+float rounding: compiled on the CPU (:mod:`strategies.lamaml_kernels`), torch kernels elsewhere
+(:mod:`strategies.fast_lamaml`).
 """
 
 from __future__ import annotations
@@ -34,7 +37,11 @@ import torch
 from torch.func import functional_call
 
 from strategies.fast_lamaml import first_order_meta_gradients
-from strategies.functional import SingleThreadedExperiences, masked_cross_entropy, trainable
+from strategies.functional import (
+    SingleThreadedExperiences,
+    masked_cross_entropy,
+    trainable,
+)
 from strategies.memory import ReservoirMemory
 from strategies.mer import _meta_template
 
@@ -50,7 +57,10 @@ class LookAheadMAML(SingleThreadedExperiences, _meta_template()):
     def __init__(self, *, model: torch.nn.Module, alpha_init: float, opt_lr: float, opt_wt: float,
                  learn_lr: bool, sync_update: bool, glances: int, mem_size: int, replay_batch: int,
                  second_order: bool = False, grad_clip_norm: float = 2.0, seed: int = 0,
-                 class_mask: torch.Tensor | None = None, fast_path: bool = True, **template_kwargs: Any):
+                 class_mask: torch.Tensor | None = None, fast_path: bool = True, meta_loss: str = "every-step",
+                 **template_kwargs: Any):
+        if meta_loss not in ("every-step", "final"):
+            raise ValueError(f"meta_loss must be 'every-step' or 'final', got {meta_loss!r}")
         super().__init__(model=model, optimizer=torch.optim.SGD(model.parameters(), lr=opt_wt), **template_kwargs)
         self.alpha_init, self.opt_lr, self.opt_wt = alpha_init, opt_lr, opt_wt
         self.learn_lr, self.sync_update, self.glances = learn_lr, sync_update, glances
@@ -62,7 +72,9 @@ class LookAheadMAML(SingleThreadedExperiences, _meta_template()):
         self._names, self._params = trainable(self.model)
         self.alphas = [torch.full_like(p, alpha_init, requires_grad=True) for p in self._params]
         self.fast_path = fast_path
+        self.final_meta_loss = meta_loss == "final"
         self._closed_form = False
+        self._compiled = None
 
     @property
     def extra_metrics(self) -> dict[str, float]:
@@ -70,6 +82,24 @@ class LookAheadMAML(SingleThreadedExperiences, _meta_template()):
         with torch.no_grad():
             n = sum(a.numel() for a in self.alphas)
             return {"mean_alpha": float(sum(torch.relu(a).sum() for a in self.alphas) / max(n, 1))}
+
+    # -- checkpoints (strategies.checkpoint) -------------------------------------------
+    def checkpoint_state(self) -> dict:
+        """What decides the rest of a run besides the weights: the learned rates, the reservoir
+        memory and its generator, the shuffling generator and the step counter."""
+        return {"alphas": [a.detach().cpu().clone() for a in self.alphas], "memory": self.memory.checkpoint_state(),
+                "order": self._order.get_state(), "inner_steps": int(self.inner_steps)}
+
+    def load_checkpoint_state(self, state: dict) -> None:
+        alphas = state["alphas"]
+        if [tuple(a.shape) for a in alphas] != [tuple(a.shape) for a in self.alphas]:
+            raise ValueError("the checkpoint's learned rates do not fit this model")
+        with torch.no_grad():
+            for a, saved in zip(self.alphas, alphas):
+                a.copy_(saved)
+        self.memory.load_checkpoint_state(state["memory"])
+        self._order.set_state(state["order"])
+        self.inner_steps = int(state["inner_steps"])
 
     def _before_training_exp(self, **kwargs):
         super()._before_training_exp(**kwargs)
@@ -79,6 +109,7 @@ class LookAheadMAML(SingleThreadedExperiences, _meta_template()):
                                "La-MAML keeps one learning rate per parameter and cannot follow")
         self._names, self._params = names, params
         self._closed_form = self.fast_path and not self.second_order and self._is_plain_mlp()
+        self._compiled = _compiled_glance(self._params, self._mask, self.experience) if self._closed_form else None
 
     def _is_plain_mlp(self) -> bool:
         """True when the model is a ReLU MLP whose parameters are [W1, b1, W2, b2, ...]."""
@@ -118,15 +149,25 @@ class LookAheadMAML(SingleThreadedExperiences, _meta_template()):
 
         rates = [torch.relu(a) for a in self.alphas] if (self.learn_lr or not self.sync_update) else \
             [self.alpha_init] * len(self.alphas)
-        if self._closed_form:  # first order on a ReLU MLP: gradients written out, no graph
+        if self._compiled is not None:  # the same closed form, compiled (CPU, float32)
+            meta_loss, g_theta, g_rate = self._compiled(
+                self._params, [r.detach() if torch.is_tensor(r) else r for r in rates], (x, y, t), (bx, by, bt),
+                with_rates=self.learn_lr, final_only=self.final_meta_loss)
+            self.inner_steps += len(y)
+            if remember:  # the memory is not read again in this glance: one call, same draws, same order
+                self.memory.add(x, y, t)
+            with torch.no_grad():
+                g_alpha = [g.mul_(a > 0) for g, a in zip(g_rate, self.alphas)] if self.learn_lr else []
+        elif self._closed_form:  # first order on a ReLU MLP: gradients written out, no graph
             meta_loss, g_theta, g_rate = first_order_meta_gradients(
                 self._params, [r.detach() if torch.is_tensor(r) else r for r in rates], (x, y, t), (bx, by, bt),
-                mask=self._mask, with_rates=self.learn_lr, after_inner_step=after_inner_step)
+                mask=self._mask, with_rates=self.learn_lr, after_inner_step=after_inner_step,
+                final_only=self.final_meta_loss)
             g_alpha = [g * (a > 0) for g, a in zip(g_rate, self.alphas)] if self.learn_lr else []
         else:
             meta_loss = look_ahead_meta_loss(self.model, self._names, self._params, rates, (x, y, t),
                                              (bx, by, bt), mask=self._mask, second_order=self.second_order,
-                                             after_inner_step=after_inner_step)
+                                             after_inner_step=after_inner_step, final_only=self.final_meta_loss)
             wrt = self._params + (self.alphas if self.learn_lr else [])
             grads = torch.autograd.grad(meta_loss, wrt, allow_unused=True)
             grads = [torch.zeros_like(w) if g is None else g for w, g in zip(wrt, grads)]
@@ -144,9 +185,22 @@ class LookAheadMAML(SingleThreadedExperiences, _meta_template()):
         return meta_loss.detach()
 
 
+def _compiled_glance(params, mask, experience):
+    """The compiled first-order glance (:mod:`strategies.lamaml_kernels`) where it applies:
+    float32 CPU parameters and inputs, numba installed; else None (the torch closed form)."""
+    try:
+        from strategies.lamaml_kernels import CompiledGlance
+    except ImportError:
+        return None
+    x = experience.dataset[0][0]
+    if not CompiledGlance.usable(params) or x.dtype != torch.float32 or (mask is not None and mask.device.type != "cpu"):
+        return None
+    return CompiledGlance(n_classes=params[-1].shape[0], mask=mask)
+
+
 def look_ahead_meta_loss(model: torch.nn.Module, names: list[str], params: list[torch.Tensor], rates: list,
                          incoming: tuple, meta_batch: tuple, *, mask: torch.Tensor | None = None,
-                         second_order: bool = False, after_inner_step=None) -> torch.Tensor:
+                         second_order: bool = False, after_inner_step=None, final_only: bool = False) -> torch.Tensor:
     """The La-MAML/C-MAML meta-loss of one glance as a differentiable function of ``params``
     and ``rates`` (Gupta et al. 2020, Alg. 1 and Eq. 5-6):
 
@@ -154,7 +208,8 @@ def look_ahead_meta_loss(model: torch.nn.Module, names: list[str], params: list[
     the incoming examples one at a time; returns ``mean_i L(meta_batch; theta_{i+1})``.
 
     With ``second_order`` the inner gradients are part of the graph (exact meta-gradient);
-    otherwise they are constants (first-order approximation).
+    otherwise they are constants (first-order approximation). ``final_only``: the meta-loss
+    is ``L(meta_batch; theta_n)`` alone (the paper's Algorithm 1).
     """
     x, y, t = incoming
     bx, by, bt = meta_batch
@@ -170,7 +225,8 @@ def look_ahead_meta_loss(model: torch.nn.Module, names: list[str], params: list[
         fast = [w - g * r for w, g, r in zip(fast, grads, rates)]
         if after_inner_step is not None:
             after_inner_step(i)
-        meta_losses.append(loss_at(fast, bx, by, bt))
+        if not final_only or i == len(y) - 1:
+            meta_losses.append(loss_at(fast, bx, by, bt))
     return torch.stack(meta_losses).mean()
 
 

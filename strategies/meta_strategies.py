@@ -14,7 +14,7 @@ from typing import Annotated
 from strategies.context import StrategyContext
 from strategies.errors import StrategyError
 from strategies.functional import task_mask
-from strategies.hparams import Range, replay_within_memory
+from strategies.hparams import Choice, Range, replay_within_memory
 from strategies.registry import Registry
 
 RATE = Annotated[float, Range(gt=0)]
@@ -22,6 +22,8 @@ NON_NEGATIVE_RATE = Annotated[float, Range(ge=0)]
 FRACTION = Annotated[float, Range(ge=0, le=1)]
 POSITIVE = Annotated[int, Range(ge=1)]
 COUNT = Annotated[int, Range(ge=0)]
+# La-MAML's meta-loss: after every inner step (official code) or once after the last (paper, Alg. 1)
+META_LOSS = Annotated[str, Choice("every-step", "final")]
 
 
 def _mask(context: StrategyContext):
@@ -61,26 +63,26 @@ def register_meta_strategies(registry: Registry) -> None:
     @reg("c-maml", aliases=("online-maml", "cmaml"), check=replay_within_memory)
     def c_maml(*, model, context: StrategyContext, opt_wt: RATE = 0.1, alpha_init: RATE = 0.1,
                glances: POSITIVE = 5, mem_size: POSITIVE = 200, replay_batch: COUNT = 10,
-               second_order: bool = False, grad_clip_norm: RATE = 2.0):
+               second_order: bool = False, grad_clip_norm: RATE = 2.0, meta_loss: META_LOSS = "every-step"):
         """Continual MAML (Gupta et al. 2020): fixed inner rate, synchronous SGD meta-update."""
         return _lamaml(model, context, alpha_init=alpha_init, opt_lr=0.0, opt_wt=opt_wt, learn_lr=False,
                        sync_update=True, glances=glances, mem_size=mem_size, replay_batch=replay_batch,
-                       second_order=second_order, grad_clip_norm=grad_clip_norm)
+                       second_order=second_order, grad_clip_norm=grad_clip_norm, meta_loss=meta_loss)
 
     @reg("la-maml", aliases=("lamaml",), check=replay_within_memory)
     def la_maml(*, model, context: StrategyContext, opt_lr: NON_NEGATIVE_RATE = 0.3, alpha_init: RATE = 0.15,
                 learn_lr: bool = True, glances: POSITIVE = 5, mem_size: POSITIVE = 200, replay_batch: COUNT = 10,
-                second_order: bool = False, grad_clip_norm: RATE = 2.0):
+                second_order: bool = False, grad_clip_norm: RATE = 2.0, meta_loss: META_LOSS = "every-step"):
         """La-MAML (Gupta et al. 2020): learned per-parameter rates, asynchronous update."""
         return _lamaml(model, context, alpha_init=alpha_init, opt_lr=opt_lr, opt_wt=0.0, learn_lr=learn_lr,
                        sync_update=False, glances=glances, mem_size=mem_size, replay_batch=replay_batch,
-                       second_order=second_order, grad_clip_norm=grad_clip_norm)
+                       second_order=second_order, grad_clip_norm=grad_clip_norm, meta_loss=meta_loss)
 
     @reg("sync-la-maml", aliases=("sync-lamaml",), check=replay_within_memory)
     def sync_la_maml(*, model, context: StrategyContext, opt_lr: NON_NEGATIVE_RATE = 0.1, opt_wt: RATE = 0.1,
                      alpha_init: RATE = 0.15, glances: POSITIVE = 5, mem_size: POSITIVE = 200,
-                     replay_batch: COUNT = 10, second_order: bool = False, grad_clip_norm: RATE = 2.0):
+                     replay_batch: COUNT = 10, second_order: bool = False, grad_clip_norm: RATE = 2.0, meta_loss: META_LOSS = "every-step"):
         """Sync-La-MAML (Gupta et al. 2020): learned rates, synchronous SGD weight update."""
         return _lamaml(model, context, alpha_init=alpha_init, opt_lr=opt_lr, opt_wt=opt_wt, learn_lr=True,
                        sync_update=True, glances=glances, mem_size=mem_size, replay_batch=replay_batch,
-                       second_order=second_order, grad_clip_norm=grad_clip_norm)
+                       second_order=second_order, grad_clip_norm=grad_clip_norm, meta_loss=meta_loss)

@@ -32,3 +32,11 @@ def test_floor_counts_flops_and_bytes_of_one_step():
     assert f["params"] == 4 * 3 + 3 + 3 * 2 + 2
     assert f["flops_per_step"] == 2 * (12 + 6) + 2 * 6 + 2 * (12 + 6)
     assert f["floor_us"] == max(f["compute_us"], f["cache_memory_us"])
+
+
+def test_sparse_floor_counts_only_the_rows_of_nonzero_inputs():
+    dense = mlp_floor((4, 3, 2), rates={"matmul_gflops": 1.0, "cache_gbs": 1.0})
+    half = mlp_floor((4, 3, 2), rates={"matmul_gflops": 1.0, "cache_gbs": 1.0}, input_density=0.5)
+    assert half["params"] == 2 * 3 + 3 + 3 * 2 + 2
+    assert dense["flops_per_step"] - half["flops_per_step"] == 2 * 6 + 2 * 6  # forward and update of 2 rows
+    assert half["bytes_per_step"] < dense["bytes_per_step"]

@@ -115,7 +115,8 @@ def test_online_maml_is_an_alias():
 
 
 @pytest.mark.parametrize("name,hp", [("la-maml", {}), ("c-maml", {}), ("sync-la-maml", {}),
-                                     ("la-maml", {"learn_lr": False})])
+                                     ("la-maml", {"learn_lr": False}), ("la-maml", {"meta_loss": "final"}),
+                                     ("c-maml", {"meta_loss": "final"})])
 def test_closed_form_first_order_path_equals_autograd(stream, name, hp):
     from strategies.lamaml import LookAheadMAML
 
@@ -130,10 +131,75 @@ def test_closed_form_first_order_path_equals_autograd(stream, name, hp):
         s.fast_path = fast
         for exp in stream.benchmark.train_stream:
             s.train(exp)
-        assert s._closed_form is fast
+        assert s._closed_form is fast and (s._compiled is not None) is fast
         runs.append(s)
     for p, q in zip(runs[0].model.parameters(), runs[1].model.parameters()):
         assert torch.allclose(p, q, atol=1e-5)
     for a, b in zip(runs[0].alphas, runs[1].alphas):
         assert torch.allclose(a, b, atol=1e-5)
     assert runs[0].inner_steps == runs[1].inner_steps
+
+
+def test_final_meta_loss_is_the_loss_after_the_last_inner_step():
+    """Paper Alg. 1: L(B; theta_n). The official code's per-step mean m_n = (L_1 + .. + L_n) / n,
+    so L_3 = 3 m_3 - 2 m_2."""
+    model, names, params, rates, (x, y, t), meta = _tiny()
+    m3 = float(look_ahead_meta_loss(model, names, params, rates, (x, y, t), meta))
+    m2 = float(look_ahead_meta_loss(model, names, params, rates, (x[:2], y[:2], t[:2]), meta))
+    final = float(look_ahead_meta_loss(model, names, params, rates, (x, y, t), meta, final_only=True))
+    assert final == pytest.approx(3 * m3 - 2 * m2, rel=1e-9)
+    assert final != pytest.approx(m3, rel=1e-3)
+
+
+def test_final_meta_loss_trains_differently(stream):
+    base = _model(stream)
+    ctx = strategies.StrategyContext(batch_size=10, n_classes=10, input_shape=stream.input_shape,
+                                     classes_per_task=stream.classes_per_task)
+    models = []
+    for meta_loss in ("every-step", "final"):
+        torch.manual_seed(1)
+        s = strategies.build("la-maml", model=copy.deepcopy(base), context=ctx, glances=1, meta_loss=meta_loss)
+        for exp in stream.benchmark.train_stream:
+            s.train(exp)
+        models.append(s.model)
+    assert any(not torch.allclose(p, q, atol=1e-4) for p, q in zip(*(m.parameters() for m in models)))
+
+
+def test_meta_loss_choice_is_checked():
+    with pytest.raises(strategies.StrategyError, match="'meta_loss' is 'last'; allowed: every-step, final"):
+        strategies.resolve("la-maml", {"meta_loss": "last"})
+
+
+@pytest.mark.parametrize("with_rates,final_only,masked", [(True, False, False), (True, True, True),
+                                                          (False, False, True)])
+def test_compiled_glance_equals_the_torch_closed_form(with_rates, final_only, masked):
+    """Sparse inputs (70% zeros), per-parameter or fixed rates, task masks, both meta-losses."""
+    from strategies.fast_lamaml import first_order_meta_gradients
+    from strategies.lamaml_kernels import CompiledGlance
+
+    torch.manual_seed(0)
+    model = build_model("mlp", input_shape=(1, 6, 6), n_classes=5)
+    params = [p.detach().clone() for p in model.parameters()]
+    g = torch.Generator().manual_seed(2)
+    rates = [torch.rand(p.shape, generator=g) * 0.2 for p in params] if with_rates else [0.1] * len(params)
+    x, bx = torch.rand(6, 1, 6, 6, generator=g), torch.rand(9, 1, 6, 6, generator=g)
+    x[torch.rand(x.shape, generator=g) < 0.7] = 0.0
+    bx[torch.rand(bx.shape, generator=g) < 0.7] = 0.0
+    y, by = torch.randint(0, 5, (6,), generator=g), torch.randint(0, 5, (9,), generator=g)
+    t, bt = torch.randint(0, 2, (6,), generator=g), torch.randint(0, 2, (9,), generator=g)
+    mask = torch.tensor([[0.0, 0.0, 0.0, float("-inf"), float("-inf")], [float("-inf")] * 3 + [0.0, 0.0]])
+    y, by = (torch.where(t == 0, y % 3, 3 + y % 2), torch.where(bt == 0, by % 3, 3 + by % 2)) if masked else (y, by)
+    mask = mask if masked else None
+    expected = first_order_meta_gradients(params, rates, (x, y, t), (bx, by, bt), mask=mask, with_rates=with_rates,
+                                          final_only=final_only)
+    got = CompiledGlance(n_classes=5, mask=mask)(params, rates, (x, y, t), (bx, by, bt), with_rates=with_rates,
+                                                 final_only=final_only)
+    assert float(got[0]) == pytest.approx(float(expected[0]), rel=1e-5)
+    for a, b in zip(got[1], expected[1]):
+        assert torch.allclose(a, b, atol=1e-6)
+    if with_rates:
+        for a, b in zip(got[2], expected[2]):
+            assert torch.allclose(a, b, atol=1e-6)
+        assert any(float(a.abs().max()) > 1e-4 for a in got[2])
+    else:
+        assert got[2] is None and expected[2] is None

@@ -1,0 +1,263 @@
+"""Compiled (numba) first-order La-MAML / C-MAML glance for ReLU MLPs on the CPU.
+
+Computes what :func:`strategies.fast_lamaml.first_order_meta_gradients` computes (Gupta et al.
+2020, Alg. 1 and Eq. 5-8 with first-order meta-gradients), with every single-example step
+written out as in :mod:`strategies.mlp_kernels`:
+
+- inner loop, one incoming example at a time: ``g_i = grad L(x_i; theta_i)``,
+  ``theta_{i+1} = theta_i - r * g_i``, ``S_{i+1} = S_i + g_i``;
+- after every inner step (or only the last, ``final_only``), over the meta-batch B:
+  ``G_theta += grad L(B; theta_{i+1})`` and ``G_r -= grad L(B; theta_{i+1}) * S_{i+1}``;
+- both divided by the number of meta-losses taken.
+
+``L(B; .)`` is the mean over B, so its gradient is the mean of the examples' gradients, each
+taken from the rows of its nonzero inputs only (exact: the other rows' gradients are zero).
+Weights, rates and gradients are held transposed (``W^T``, row-major ``(in, out)``).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from numba import njit
+
+from strategies.mlp_kernels import _FAST, _forward, _nonzero
+
+
+@njit(cache=True, fastmath=_FAST)
+def _forward_all(wts, bs, zs, ids, ks, x):
+    last = len(wts) - 1
+    ks[0] = _nonzero(x, ids[0])
+    _forward(wts[0], bs[0], x, ids[0], ks[0], zs[0], last > 0)
+    for layer in range(1, last + 1):
+        ks[layer] = _nonzero(zs[layer - 1], ids[layer])
+        _forward(wts[layer], bs[layer], zs[layer - 1], ids[layer], ks[layer], zs[layer], layer < last)
+
+
+@njit(cache=True, fastmath=_FAST)
+def _output_delta(logits, d, y, mask_row, use_mask):
+    """d <- softmax(logits + mask) - onehot(y); returns the cross-entropy."""
+    n = logits.shape[0]
+    top = -np.inf
+    for o in range(n):
+        top = max(top, logits[o] + (mask_row[o] if use_mask else np.float32(0.0)))
+    total = 0.0
+    for o in range(n):
+        e = np.exp(logits[o] + (mask_row[o] if use_mask else np.float32(0.0)) - top)
+        d[o] = e
+        total += e
+    for o in range(n):
+        d[o] = d[o] / total
+    d[y] -= 1.0
+    return top + np.log(total) - logits[y] - (mask_row[y] if use_mask else np.float32(0.0))
+
+
+@njit(cache=True, fastmath=_FAST)
+def _hidden_delta(wt, inp, idx, k, d, d_prev):
+    """d_prev <- (W^T d) * [inp > 0], from the rows of the nonzero (positive) inputs."""
+    d_prev[:] = np.float32(0.0)
+    for q in range(k):
+        j = idx[q]
+        s = np.float32(0.0)
+        for o in range(d.shape[0]):
+            s += wt[j, o] * d[o]
+        d_prev[j] = s
+
+
+@njit(cache=True, fastmath=_FAST)
+def _inner_step(wts, bs, rws, rbs, s_w, s_b, zs, ds, ids, ks, x, y, mask_row, use_mask, with_sums):
+    """theta <- theta - r * grad L(x; theta) in place; S += grad (when ``with_sums``)."""
+    last = len(wts) - 1
+    _forward_all(wts, bs, zs, ids, ks, x)
+    loss = _output_delta(zs[last], ds[last], y, mask_row, use_mask)
+    for layer in range(last, -1, -1):
+        wt, rw, d = wts[layer], rws[layer], ds[layer]
+        inp = x if layer == 0 else zs[layer - 1]
+        if layer > 0:  # from the weights before this layer's update
+            _hidden_delta(wt, inp, ids[layer], ks[layer], d, ds[layer - 1])
+        g = d.copy()
+        for q in range(ks[layer]):
+            j = ids[layer][q]
+            a = inp[j]
+            for o in range(g.shape[0]):
+                wt[j, o] -= rw[j, o] * (a * g[o])
+            if with_sums and layer > 0:  # the first layer's sums are kept in factored form
+                sw = s_w[layer]
+                for o in range(g.shape[0]):
+                    sw[j, o] += a * g[o]
+        b, rb = bs[layer], rbs[layer]
+        for o in range(g.shape[0]):
+            b[o] -= rb[o] * g[o]
+        if with_sums:
+            sb = s_b[layer]
+            for o in range(g.shape[0]):
+                sb[o] += g[o]
+    return loss
+
+
+@njit(cache=True, fastmath=_FAST)
+def _accumulate(wts, bs, s_w, s_b, gw, gb, grw, grb, zs, ds, ids, ks, x, y, mask_row, use_mask, scale,
+                with_rates):
+    """G_theta += scale * grad L(x; theta); G_r -= scale * grad * S, except for the first
+    layer's weights, whose delta (times ``scale``) is left in ``ds[0]`` for the factored sums
+    of :func:`_first_layer`. Returns the loss."""
+    last = len(wts) - 1
+    _forward_all(wts, bs, zs, ids, ks, x)
+    loss = _output_delta(zs[last], ds[last], y, mask_row, use_mask)
+    for layer in range(last, -1, -1):
+        d = ds[layer]
+        inp = x if layer == 0 else zs[layer - 1]
+        if layer > 0:
+            _hidden_delta(wts[layer], inp, ids[layer], ks[layer], d, ds[layer - 1])
+        acc, accr, sw = gw[layer], grw[layer], s_w[layer]
+        for q in range(ks[layer] if layer > 0 else 0):
+            j = ids[layer][q]
+            a = np.float32(scale * inp[j])
+            for o in range(d.shape[0]):
+                acc[j, o] += a * d[o]
+            if with_rates:
+                for o in range(d.shape[0]):
+                    accr[j, o] -= a * d[o] * sw[j, o]
+        accb, accrb, sb = gb[layer], grb[layer], s_b[layer]
+        for o in range(d.shape[0]):
+            accb[o] += np.float32(scale) * d[o]
+            if with_rates:
+                accrb[o] -= np.float32(scale) * d[o] * sb[o]
+    return loss
+
+
+@njit(cache=True, fastmath=_FAST)
+def glance(wts, bs, rws, rbs, s_w, s_b, gw, gb, grw, grb, zs, ds, ids, ks, xs, ys, ts, bxs, bys, bts, masks,
+           use_mask, with_rates, final_only):
+    """One first-order glance; the gradients land in gw/gb (theta) and grw/grb (rates);
+    ``wts``/``bs`` end as the fast weights. Returns the meta-loss."""
+    n, m = xs.shape[0], bxs.shape[0]
+    width = ds[0].shape[0]
+    meta_deltas = np.zeros((1 if final_only else n, m, width), np.float32)  # scaled first-layer deltas
+    inner_deltas = np.zeros((n, width), np.float32)
+    total, taken = 0.0, 0
+    for i in range(n):
+        _inner_step(wts, bs, rws, rbs, s_w, s_b, zs, ds, ids, ks, xs[i], ys[i],
+                    masks[ts[i] if use_mask else 0], use_mask, with_rates)
+        inner_deltas[i] = ds[0]
+        if final_only and i < n - 1:
+            continue
+        for b in range(m):
+            total += _accumulate(wts, bs, s_w, s_b, gw, gb, grw, grb, zs, ds, ids, ks, bxs[b], bys[b],
+                                 masks[bts[b] if use_mask else 0], use_mask, 1.0 / m, with_rates) / m
+            for o in range(width):
+                meta_deltas[taken, b, o] = ds[0][o] * np.float32(1.0 / m)
+        taken += 1
+    _first_layer(gw[0], grw[0], xs, bxs, ids[0], meta_deltas, inner_deltas, with_rates, final_only)
+    inv = np.float32(1.0 / taken)
+    for layer in range(len(gw)):
+        _scale(gw[layer].ravel(), inv)
+        _scale(gb[layer], inv)
+        if with_rates:
+            _scale(grw[layer].ravel(), inv)
+            _scale(grb[layer], inv)
+    return total / taken
+
+
+@njit(cache=True, fastmath=_FAST)
+def _first_layer(gw, grw, xs, bxs, idx, meta_deltas, inner_deltas, with_rates, final_only):
+    """The first layer's weight gradients from its deltas, in factored form (the inputs are
+    the same at every step). With D_i[b] the scaled delta of meta example b after inner step i,
+    d_k the delta of inner step k and S_{i+1} = sum_{k<=i} d_k x_k^T:
+
+    ``G_W += sum_b (sum_i D_i[b]) x_b^T`` and
+    ``G_r -= sum_i (sum_b D_i[b] x_b^T) * S_{i+1} = sum_{b,k} (x_b * x_k)^T ... (d_k * E_k[b])``
+    with ``E_k[b] = sum_{i>=k} D_i[b]`` (in W^T layout: row j gets ``x_b[j] x_k[j] d_k * E_k[b]``).
+    Final-only: one D, taken after the last inner step, so ``E_k[b] = D[b]``."""
+    n, m, width = inner_deltas.shape[0], bxs.shape[0], inner_deltas.shape[1]
+    summed = np.zeros(width, np.float32)
+    suffix = np.zeros(width, np.float32)
+    for b in range(m):
+        xb = bxs[b]
+        summed[:] = np.float32(0.0)
+        for i in range(meta_deltas.shape[0]):
+            for o in range(width):
+                summed[o] += meta_deltas[i, b, o]
+        k_b = _nonzero(xb, idx)
+        for q in range(k_b):
+            j = idx[q]
+            v = xb[j]
+            for o in range(width):
+                gw[j, o] += v * summed[o]
+        if not with_rates:
+            continue
+        suffix[:] = np.float32(0.0)
+        for k in range(n - 1, -1, -1):
+            if final_only:
+                if k == n - 1:
+                    suffix[:] = meta_deltas[0, b]
+            else:
+                for o in range(width):
+                    suffix[o] += meta_deltas[k, b, o]
+            xk = xs[k]
+            for q in range(k_b):
+                j = idx[q]
+                c = xb[j] * xk[j]
+                if c != 0.0:
+                    for o in range(width):
+                        grw[j, o] -= c * inner_deltas[k, o] * suffix[o]
+
+
+@njit(cache=True, fastmath=_FAST)
+def _scale(a, factor):
+    for i in range(a.shape[0]):
+        a[i] *= factor
+
+
+class CompiledGlance:
+    """The glance of :func:`glance` on torch parameters ``[W1, b1, W2, b2, ...]`` of a ReLU
+    MLP: transposes in, runs the kernel, transposes the gradients out (float32, CPU)."""
+
+    def __init__(self, *, n_classes: int, mask: torch.Tensor | None):
+        self.masks = (np.zeros((1, n_classes), np.float32) if mask is None
+                      else np.ascontiguousarray(mask.detach().cpu().numpy(), dtype=np.float32))
+        self.use_mask = mask is not None
+
+    @staticmethod
+    def usable(params: list[torch.Tensor]) -> bool:
+        return all(p.device.type == "cpu" and p.dtype == torch.float32 for p in params)
+
+    def __call__(self, params, rates, incoming, meta_batch, *, with_rates: bool, final_only: bool):
+        weights, biases = params[0::2], params[1::2]
+        wts = tuple(np.ascontiguousarray(w.detach().numpy().T) for w in weights)
+        bs = tuple(b.detach().numpy().copy() for b in biases)
+        if torch.is_tensor(rates[0]):
+            rws = tuple(np.ascontiguousarray(r.detach().numpy().T) for r in rates[0::2])
+            rbs = tuple(np.ascontiguousarray(r.detach().numpy()) for r in rates[1::2])
+        else:  # one fixed rate (C-MAML)
+            rws = tuple(np.full(w.shape, rates[0], np.float32) for w in wts)
+            rbs = tuple(np.full(b.shape, rates[0], np.float32) for b in bs)
+        zeros = lambda arrays: tuple(np.zeros_like(a) for a in arrays)
+        s_w, s_b, gw, gb, grw, grb = zeros(wts), zeros(bs), zeros(wts), zeros(bs), zeros(wts), zeros(bs)
+        zs, ds = zeros(bs), zeros(bs)
+        ids = tuple(np.empty(w.shape[0], np.int64) for w in wts)
+        ks = np.zeros(len(wts), np.int64)
+        x, y, t = incoming
+        bx, by, bt = meta_batch
+        loss = glance(wts, bs, rws, rbs, s_w, s_b, gw, gb, grw, grb, zs, ds, ids, ks,
+                      _rows(x), y.numpy(), t.numpy(), _rows(bx), by.numpy(), bt.numpy(), self.masks,
+                      self.use_mask, with_rates, final_only)
+        g_theta = [torch.from_numpy(a) for pair in zip((g.T.copy() for g in gw), gb) for a in pair]
+        g_rate = ([torch.from_numpy(a) for pair in zip((g.T.copy() for g in grw), grb) for a in pair]
+                  if with_rates else None)
+        return torch.tensor(loss, dtype=torch.float32), g_theta, g_rate
+
+
+def _rows(x: torch.Tensor) -> np.ndarray:
+    return np.ascontiguousarray(x.reshape(len(x), -1).numpy(), dtype=np.float32)
+
+
+def warm_up() -> None:
+    """Compile (or load from numba's cache) the glance kernel on a tiny network, so that
+    timings that follow measure steady-state work."""
+    params = [torch.zeros(2, 3), torch.zeros(2), torch.zeros(2, 2), torch.zeros(2)]
+    x, y, t = torch.ones(1, 3), torch.zeros(1, dtype=torch.long), torch.zeros(1, dtype=torch.long)
+    for rates in ([torch.zeros_like(p) for p in params], [0.1] * 4):
+        for with_rates in (True, False):
+            CompiledGlance(n_classes=2, mask=None)(params, rates, (x, y, t), (x, y, t), with_rates=with_rates,
+                                                   final_only=False)
