@@ -1,8 +1,19 @@
 """One run: build the stream and model from the seed, train task by task, evaluate after
-each task, and return the run record of DESIGN.md."""
+each task, and return the run record of DESIGN.md.
+
+With a ``checkpoint_dir``, the run writes ``checkpoint_dir/checkpoint.pt`` atomically after
+every finished task but the last (weights, strategy state, accuracy rows, timings, the global
+generators) and, when started again after a crash or a ``kill -9``, continues from the task
+after the last one saved, with the same results as an uninterrupted run (bit for bit on the
+CPU). The record's ``checkpoint`` entry says what happened; a checkpoint that is unreadable,
+of another run, or that does not fit the strategy is ignored with a warning there, and the
+run starts from task 0. Strategies whose state cannot be saved exactly are not checkpointed
+(the entry says why). The checkpoint is removed when the run is done.
+"""
 
 from __future__ import annotations
 
+import io
 import math
 import os
 import platform
@@ -12,8 +23,10 @@ import sys
 import time
 import traceback
 import warnings
+from collections.abc import Callable
 from datetime import datetime, timezone
-from typing import Any, Callable
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -22,8 +35,10 @@ import scenarios
 import strategies
 from benchmark import metrics
 from benchmark.config import RunSpec
-from benchmark.evaluation import evaluate, eval_sets
+from benchmark.evaluation import eval_sets, evaluate
 from benchmark.models import build_model
+from benchmark.store import write_atomic
+from strategies import checkpoint as strategy_checkpoint
 
 Progress = Callable[[int, int], None]  # (tasks done, tasks in all)
 
@@ -48,9 +63,9 @@ def resolve_device(name: str) -> torch.device:
 
 
 def versions() -> dict[str, str]:
-    import avalanche
-
     from importlib.metadata import PackageNotFoundError, version
+
+    import avalanche
 
     try:
         own = version("clbench")
@@ -112,30 +127,126 @@ def _drop_warning(*args, **kwargs) -> None:
     return None
 
 
-def run_one(spec: RunSpec, *, progress: Progress | None = None) -> dict[str, Any]:
+CHECKPOINT_FILE = "checkpoint.pt"
+CHECKPOINT_FORMAT = 1
+
+
+class Checkpoints:
+    """The checkpoint of one run, ``folder/checkpoint.pt``, and what happened to it (``info``,
+    the record's ``checkpoint`` entry)."""
+
+    def __init__(self, folder: str | Path, run_id: str):
+        self.path = Path(folder) / CHECKPOINT_FILE
+        self.run_id = run_id
+        self.enabled = True
+        self.info: dict[str, Any] = {"path": str(self.path), "enabled": True, "resumed_from_task": None,
+                                     "saved": 0, "save_s": 0.0, "warnings": []}
+
+    def warn(self, text: str) -> None:
+        self.info["warnings"].append(text)
+
+    def disable(self, reason: str) -> None:
+        self.enabled = False
+        self.info["enabled"] = False
+        self.info["disabled_reason"] = reason
+
+    def load(self, n_tasks: int) -> dict[str, Any] | None:
+        """The saved state of this run, or None (with a warning when a file was there but
+        cannot be used). Only tensors and plain data are read (``weights_only``): a file
+        that holds anything else is refused without running any of it."""
+        if not self.path.exists():
+            return None
+        try:
+            data = torch.load(self.path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # noqa: BLE001 (truncated, damaged, or not plain data)
+            self.warn(f"checkpoint ignored, starting from task 0: it cannot be read ({_one_line(exc)})")
+            self.remove()
+            return None
+        problem = _checkpoint_problem(data, self.run_id, n_tasks)
+        if problem:
+            self.warn(f"checkpoint ignored, starting from task 0: {problem}")
+            return None
+        return data
+
+    def save(self, payload: dict[str, Any]) -> None:
+        t0 = time.perf_counter()
+        buf = io.BytesIO()
+        torch.save(payload, buf)
+        write_atomic(self.path, buf.getvalue())
+        self.info["saved"] += 1
+        self.info["save_s"] += time.perf_counter() - t0
+
+    def remove(self) -> None:
+        try:
+            self.path.unlink()
+        except FileNotFoundError:
+            pass
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text.splitlines()[0] if text else ''}"[:300]
+
+
+def _checkpoint_problem(data: Any, run_id: str, n_tasks: int) -> str | None:
+    """Why ``data`` is not a usable checkpoint of ``run_id`` (None when it is)."""
+    if not isinstance(data, dict) or data.get("format") != CHECKPOINT_FORMAT:
+        return "not a checkpoint of this format"
+    if data.get("run_id") != run_id:
+        return f"it belongs to run {str(data.get('run_id'))[:120]!r}, not {run_id!r}"
+    nxt, rows, init = data.get("next_task"), data.get("rows"), data.get("random_init_acc")
+    if data.get("n_tasks") != n_tasks or not isinstance(nxt, int) or not 1 <= nxt <= n_tasks:
+        return f"its task counts ({data.get('n_tasks')}, next {nxt}) do not fit a stream of {n_tasks} tasks"
+
+    def floats(row):
+        return isinstance(row, list) and len(row) == n_tasks and all(isinstance(a, float) for a in row)
+
+    if not isinstance(rows, list) or len(rows) != nxt or not all(floats(r) for r in rows) or not floats(init):
+        return "its accuracy rows are malformed"
+    timing = data.get("timing")
+    if not isinstance(timing, dict) or not all(isinstance(timing.get(k), float) for k in ("train_s", "eval_s")):
+        return "its timings are malformed"
+    if not isinstance(data.get("model"), dict) or not isinstance(data.get("strategy_state"), dict) \
+            or not isinstance(data.get("rng"), dict):
+        return "its model, strategy or generator state is missing"
+    return None
+
+
+def run_one(spec: RunSpec, *, progress: Progress | None = None,
+            checkpoint_dir: Path | None = None) -> dict[str, Any]:
     """Train and evaluate one spec. Never raises for a failing run: the record says
-    ``status: failed`` with the error and its traceback."""
+    ``status: failed`` with the error and its traceback.
+
+    ``checkpoint_dir`` (the run's folder): checkpoint after every task and resume from a
+    checkpoint found there (module docstring); it is removed once the run is done, and kept
+    when the run fails (running it again resumes from it)."""
     record: dict[str, Any] = {
         "run_id": spec.run_id, "status": "running", "strategy": spec.strategy, "scenario": spec.scenario,
         "seed": spec.seed, "config": spec.to_dict(), "versions": versions(), "machine": machine(),
         "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
+    ckpt = Checkpoints(checkpoint_dir, spec.run_id) if checkpoint_dir is not None else None
     try:
         with warnings.catch_warnings():
             # Avalanche 0.6 warns about its own deprecated internals on every call, forcing
             # its warnings to "always"; none of them is about the run, so none is shown
             warnings.showwarning = _drop_warning
-            record.update(_train_and_evaluate(spec, progress))
+            record.update(_train_and_evaluate(spec, progress, ckpt))
         record["status"] = "done"
-    except Exception as exc:  # the sweep goes on; the record keeps the reason
+        if ckpt is not None:
+            ckpt.remove()
+    except Exception as exc:  # noqa: BLE001 (the sweep goes on; the record keeps the reason)
         record["status"] = "failed"
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
         record["error"] = f"{type(exc).__name__}: {first}\n{traceback.format_exc()}"
+    if ckpt is not None:
+        record["checkpoint"] = ckpt.info
     record["finished"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
     return record
 
 
-def _train_and_evaluate(spec: RunSpec, progress: Progress | None) -> dict[str, Any]:
+def _train_and_evaluate(spec: RunSpec, progress: Progress | None, ckpt: Checkpoints | None = None, *,
+                        resume: bool = True) -> dict[str, Any]:
     device = resolve_device(spec.train["device"])
     seed_everything(spec.seed)
     stream = scenarios.build(spec.scenario, seed=spec.seed, **spec.scenario_params)
@@ -145,9 +256,14 @@ def _train_and_evaluate(spec: RunSpec, progress: Progress | None) -> dict[str, A
                         hidden=tuple(spec.model["hidden"])).to(device)
     tests = eval_sets(stream, masked=stream.task_labels)
     eval_bs = spec.train["eval_batch_size"]
-    t0 = time.perf_counter()
-    random_init = evaluate(model, tests, batch_size=eval_bs, device=device)
-    eval_s = time.perf_counter() - t0
+    n_tasks = stream.n_tasks
+    saved = ckpt.load(n_tasks) if ckpt is not None and resume else None
+    if saved is not None:  # measured before the crash
+        random_init, eval_s = list(saved["random_init_acc"]), 0.0
+    else:
+        t0 = time.perf_counter()
+        random_init = evaluate(model, tests, batch_size=eval_bs, device=device)
+        eval_s = time.perf_counter() - t0
 
     monitor = _monitor_plugin()
     context = strategies.StrategyContext(
@@ -157,12 +273,32 @@ def _train_and_evaluate(spec: RunSpec, progress: Progress | None) -> dict[str, A
     )
     strategy = strategies.build(spec.strategy, model=model, context=context, **spec.hparams)
     model = strategy.model  # a strategy may wrap or replace the model
-    n_tasks = stream.n_tasks
     rows: list[list[float]] = []
     train_s = 0.0
     whole_stream = bool(getattr(strategy, "trains_on_whole_stream", False))
+    if ckpt is not None and ckpt.enabled:
+        reason = ("it trains once on the whole stream: there is nothing to save between tasks" if whole_stream
+                  else strategy_checkpoint.unsupported(strategy))
+        if reason:
+            ckpt.disable(f"strategy '{spec.strategy}' is not checkpointed: {reason}")
+    start = 0
+    if saved is not None:
+        try:
+            if whole_stream:
+                raise strategy_checkpoint.NotCheckpointable("the strategy trains once on the whole stream")
+            model.load_state_dict(saved["model"])
+            strategy_checkpoint.restore(strategy, saved["strategy_state"])
+            strategy_checkpoint.set_global_rng_state(saved["rng"])
+        except Exception as exc:  # noqa: BLE001 (whatever does not fit, the run starts over)
+            ckpt.warn(f"checkpoint ignored, starting from task 0: it does not fit the strategy ({_one_line(exc)})")
+            ckpt.remove()
+            return _train_and_evaluate(spec, progress, ckpt, resume=False)
+        start = saved["next_task"]
+        rows = [list(r) for r in saved["rows"]]
+        train_s, eval_s = saved["timing"]["train_s"], saved["timing"]["eval_s"] + eval_s
+        ckpt.info["resumed_from_task"] = start
     if progress:
-        progress(0, n_tasks)
+        progress(start, n_tasks)
     if whole_stream:
         t0 = time.perf_counter()
         strategy.train(stream.benchmark.train_stream)
@@ -176,6 +312,8 @@ def _train_and_evaluate(spec: RunSpec, progress: Progress | None) -> dict[str, A
             progress(n_tasks, n_tasks)
     else:
         for i, exp in enumerate(stream.benchmark.train_stream):
+            if i < start:
+                continue
             t0 = time.perf_counter()
             strategy.train(exp)
             train_s += time.perf_counter() - t0
@@ -183,6 +321,8 @@ def _train_and_evaluate(spec: RunSpec, progress: Progress | None) -> dict[str, A
             t0 = time.perf_counter()
             rows.append(evaluate(model, tests, batch_size=eval_bs, device=device))
             eval_s += time.perf_counter() - t0
+            if ckpt is not None and ckpt.enabled and i + 1 < n_tasks:
+                _save_checkpoint(ckpt, spec, strategy, n_tasks, rows, random_init, train_s, eval_s)
             if progress:
                 progress(i + 1, n_tasks)
 
@@ -204,3 +344,26 @@ def _train_and_evaluate(spec: RunSpec, progress: Progress | None) -> dict[str, A
         "n_tasks": n_tasks,
         "joint_training": whole_stream,
     }
+
+
+def _save_checkpoint(ckpt: Checkpoints, spec: RunSpec, strategy, n_tasks: int, rows: list[list[float]],
+                     random_init: list[float], train_s: float, eval_s: float) -> None:
+    """Everything needed to continue after task ``len(rows) - 1`` exactly. A strategy whose
+    state turns out not to be saveable is not checkpointed any further (the last checkpoint,
+    of an earlier task, stays valid)."""
+    try:
+        payload = {
+            "format": CHECKPOINT_FORMAT, "run_id": spec.run_id, "strategy": spec.strategy, "n_tasks": n_tasks,
+            "next_task": len(rows), "rows": [[float(a) for a in r] for r in rows],
+            "random_init_acc": [float(a) for a in random_init],
+            "timing": {"train_s": float(train_s), "eval_s": float(eval_s)},
+            "model": {k: v.detach().cpu().clone() for k, v in strategy.model.state_dict().items()},
+            "strategy_state": strategy_checkpoint.capture(strategy),
+            "rng": strategy_checkpoint.global_rng_state(),
+            "saved_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        }
+        ckpt.save(payload)
+    except strategy_checkpoint.NotCheckpointable as exc:
+        ckpt.disable(f"strategy '{spec.strategy}' is not checkpointed after task {len(rows) - 1}: {exc}")
+    except Exception as exc:  # noqa: BLE001 (a checkpoint that cannot be written must not fail the run)
+        ckpt.disable(f"checkpointing stopped after task {len(rows) - 1}: {_one_line(exc)}")

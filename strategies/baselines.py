@@ -51,6 +51,12 @@ def make_online_replay_plugin(*, mem_size: int, replay_batch: int, seed: int, de
             self.memory.add(*self._incoming)
             self._incoming = None
 
+        def checkpoint_state(self) -> dict:
+            return {"memory": self.memory.checkpoint_state()}
+
+        def load_checkpoint_state(self, state: dict) -> None:
+            self.memory.load_checkpoint_state(state["memory"])
+
     return OnlineReservoirReplay()
 
 

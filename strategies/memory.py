@@ -71,3 +71,24 @@ class ReservoirMemory:
         """``min(k, len(self))`` distinct stored examples, drawn uniformly."""
         idx = torch.as_tensor(self.draw(k), device=self.device)
         return self.x[idx], self.y[idx], self.t[idx]
+
+    # -- checkpoints (strategies.checkpoint) -------------------------------------------
+    def checkpoint_state(self) -> dict:
+        """Everything that decides the memory's future: the stored examples, the count of
+        examples seen, and the state of its generator (as plain data)."""
+        from strategies.checkpoint import numpy_rng_state
+
+        return {"size": self.size, "seen": self.seen, "rng": numpy_rng_state(self._rng),
+                "x": None if self.x is None else self.x.detach().cpu().clone(),
+                "y": self.y.detach().cpu().clone(), "t": self.t.detach().cpu().clone()}
+
+    def load_checkpoint_state(self, state: dict) -> None:
+        from strategies.checkpoint import set_numpy_rng_state
+
+        if int(state["size"]) != self.size:
+            raise ValueError(f"the checkpoint's memory holds {state['size']} examples, this one {self.size}")
+        set_numpy_rng_state(self._rng, state["rng"])
+        self.seen = int(state["seen"])
+        self.x = None if state["x"] is None else state["x"].to(self.device).clone()
+        self.y = state["y"].to(self.device).clone()
+        self.t = state["t"].to(self.device).clone()

@@ -166,6 +166,18 @@ class MER(SingleThreadedExperiences, _meta_template()):
     def _outer_update(self, **kwargs):
         """Nothing: MER's meta-updates are the Reptile steps inside ``_inner_updates``."""
 
+    # -- checkpoints (strategies.checkpoint) -------------------------------------------
+    def checkpoint_state(self) -> dict:
+        """What decides the rest of a run besides the weights: the reservoir memory and its
+        generator, the order generator (Algorithm 7) and the step counter."""
+        return {"memory": self.memory.checkpoint_state(), "order": self._order.get_state(),
+                "inner_steps": int(self.inner_steps)}
+
+    def load_checkpoint_state(self, state: dict) -> None:
+        self.memory.load_checkpoint_state(state["memory"])
+        self._order.set_state(state["order"])
+        self.inner_steps = int(state["inner_steps"])
+
     # -- the algorithm ---------------------------------------------------------------
     def _observe(self, x, y, t) -> torch.Tensor:
         copy_into(self._before_example, self._params)
