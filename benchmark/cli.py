@@ -2,7 +2,9 @@
 
 Bad input (a malformed config, an unknown name, a bad hyperparameter, a missing file) prints
 one line on stderr and exits with status 2, with no traceback unless ``--debug`` is given.
-A sweep in which any run failed exits with status 1.
+A sweep in which any run failed exits with status 1. A file that cannot be written (disk
+full, no permission) stops the command with one line naming the file, and status 1; every run
+finished before it is kept, and the same command finishes the rest.
 """
 
 from __future__ import annotations
@@ -67,6 +69,8 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--plugin", dest="plugins", action="append", default=[], metavar="FILE.py",
                    help="a Python file that registers strategies")
     r.add_argument("--no-progress", action="store_true", help="no progress bar")
+    r.add_argument("--checkpoint-every-task", action="store_true",
+                   help="save each run's state after every task in its folder, so a killed run resumes there")
     r.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
     lst = sub.add_parser("list", help="registered strategies and scenarios with their parameters")
     lst.add_argument("--plugin", dest="plugins", action="append", default=[], metavar="FILE.py")
@@ -98,6 +102,11 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:
         if debug:
             raise
+        from benchmark.store import StoreWriteError
+
+        if isinstance(exc, StoreWriteError):  # disk full, read-only: one line naming the file
+            print(f"clbench: error: {_printable(_one_line(exc))}", file=sys.stderr)
+            return EXIT_RUNS_FAILED
         if _is_bad_input(exc):  # its message is one line; any line break or NUL in it came from the input
             print(f"clbench: error: {_printable(str(exc).strip()) or type(exc).__name__}", file=sys.stderr)
             return EXIT_BAD_INPUT
@@ -149,13 +158,15 @@ def _run(args) -> int:
     _make_out_folder(out)
     outcome = run_sweep(exp, out=out, jobs=args.jobs, executor=args.executor, address=args.address,
                         plugin_files=[str(Path(f).resolve()) for f in args.plugins],
-                        show_progress=False if args.no_progress else None)
+                        show_progress=False if args.no_progress else None,
+                        checkpoint_every_task=args.checkpoint_every_task)
     from benchmark.store import RunStore
 
     records = [r for r in RunStore(out).records() if r.get("run_id") in {s.run_id for s in exp.specs()}]
     print(summary_table(records))
+    elsewhere = f", {len(outcome.elsewhere)} by another clbench run" if outcome.elsewhere else ""
     print(f"\n{outcome.total} runs: {outcome.skipped} already done, {len(outcome.done)} done now, "
-          f"{len(outcome.failed)} failed. Results: {out}/ (summary.csv, <run_id>/run.json)")
+          f"{len(outcome.failed)} failed{elsewhere}. Results: {out}/ (summary.csv, <run_id>/run.json)")
     for r in records:
         if r.get("status") == "failed":
             print(f"failed: {r['run_id']}: {(r.get('error') or '').splitlines()[0]}", file=sys.stderr)
@@ -219,7 +230,7 @@ def _report(args) -> int:
                           "from `clbench run CONFIG --out FOLDER`")
     for b in bad:
         print(f"clbench: skipping unreadable {b.path}: {b.reason}", file=sys.stderr)
-    written = write_report(store.root)
+    written = write_report(store.root, scanned=(records, bad))
     print(summary_table(records))
     print(f"\nwrote {written['markdown']}, {written['html']}, {written['summary']}, "
           f"{store.root / 'tables'}/ and {store.root / 'plots'}/")

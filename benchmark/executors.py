@@ -1,84 +1,238 @@
 """Where runs execute: in this process, in local worker processes, or as Ray tasks.
 
-Every executor calls ``on_result(record)`` in the driver process as each run finishes, so
-the driver alone writes the store, whichever machine trained the run.
+Every executor takes its runs from a :class:`Source` one at a time, as it has room for one
+(so that another ``clbench run`` on the same folder can take the others), and calls
+``on_result(record)`` in the driver process as each run finishes, so the driver alone writes
+the store, whichever machine trained the run.
+
+A worker that dies (killed, out of memory) costs its own run alone: local workers run one run
+each in a pool of their own, and Ray retries the task once. A run whose worker dies twice is
+recorded as failed, with the reason; the others go on.
 """
 
 from __future__ import annotations
 
 import os
+import signal
+import threading
+import time
 import traceback
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
-from typing import Any, Callable, Sequence
+from collections import Counter, deque
+from collections.abc import Callable, Iterable
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
+from pathlib import Path
+from typing import Any, Protocol
 
+from benchmark import faults
 from benchmark.config import RunSpec
 
 OnResult = Callable[[dict[str, Any]], None]
 OnProgress = Callable[[RunSpec, int, int], None]
 EXECUTORS = ("local", "ray")
+ATTEMPTS = 2  # a run whose worker dies is tried once more, then recorded as failed
 
 
-def _prepare_worker(plugin_files: Sequence[str], threads: int | None) -> None:
-    """Load the user's plugin files and size torch's thread pool, in a fresh worker."""
+class Source(Protocol):
+    """Where an executor takes its runs from."""
+
+    def take(self, *, wait: bool) -> RunSpec | None:
+        """The next run to execute. None: no run is left (with ``wait``), or none can be taken
+        now (without ``wait``: ask again when a run in flight has finished)."""
+
+
+class ListSource:
+    """A :class:`Source` over a fixed list of specs."""
+
+    def __init__(self, specs: Iterable[RunSpec]):
+        self._specs = deque(specs)
+
+    def take(self, *, wait: bool) -> RunSpec | None:
+        return self._specs.popleft() if self._specs else None
+
+
+def _source(specs: Source | Iterable[RunSpec]) -> Source:
+    return specs if hasattr(specs, "take") else ListSource(specs)
+
+
+def _prepare_worker(plugin_files: tuple[str, ...], threads: int | None, parent: int | None = None) -> None:
+    """Load the user's plugin files and size torch's thread pool, in a fresh worker; with
+    ``parent``, end the worker when that process is gone (a driver killed with -9 leaves no
+    worker behind)."""
     import torch
 
     import strategies
 
+    if parent is not None:
+        threading.Thread(target=_exit_with_parent, args=(parent,), name="clbench-parent-watch", daemon=True).start()
     if threads:
         torch.set_num_threads(threads)
     for f in plugin_files:
         strategies.load_plugin(f)
 
 
-def _worker_run(spec: RunSpec) -> dict[str, Any]:
+def _exit_with_parent(parent: int) -> None:
+    while os.getppid() == parent:
+        time.sleep(0.5)
+    os._exit(1)
+
+
+def _run_one(spec: RunSpec, progress: Callable[[int, int], None] | None,
+             checkpoint_dir: Path | None) -> dict[str, Any]:
+    """``run_one``, with ``checkpoint_dir`` passed only when set, and a failed record where
+    a strategy or plugin ends the run with something that is not an Exception (sys.exit)."""
     from benchmark.runner import run_one
 
-    return run_one(spec)
+    kwargs: dict[str, Any] = {"progress": progress}
+    if checkpoint_dir is not None:
+        kwargs["checkpoint_dir"] = checkpoint_dir
+    try:
+        return run_one(spec, **kwargs)
+    except KeyboardInterrupt:
+        raise
+    except BaseException as exc:  # noqa: BLE001 (SystemExit from a plugin must not end the sweep)
+        return _failed(spec, exc, what="run ended abnormally")
 
 
-def _failed(spec: RunSpec, exc: BaseException) -> dict[str, Any]:
-    """The record of a run whose worker died or could not return a result."""
+def _worker_run(spec: RunSpec, checkpoint_dir: Path | None = None) -> dict[str, Any]:
+    def progress(done: int, total: int) -> None:
+        if done:
+            faults.reach("task-done")
+
+    return _run_one(spec, progress, checkpoint_dir)
+
+
+def _failed(spec: RunSpec, exc: BaseException, *, what: str = "worker lost") -> dict[str, Any]:
+    """The record of a run that could not return a result of its own."""
     text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    first = (str(exc).strip().splitlines() or ["no message"])[0]
+    return _record(spec, f"{type(exc).__name__}: {what} ({first})\n{text}")
+
+
+def _died(spec: RunSpec, exc: BaseException, *, attempts: int, cause: str) -> dict[str, Any]:
+    """The record of a run whose worker died on every attempt."""
+    first = (str(exc).strip().splitlines() or [""])[0]
+    return _record(spec, f"WorkerDied: worker died while running this run ({cause}), on each of {attempts} "
+                         f"attempts; the other runs went on\n{type(exc).__name__}: {first}")
+
+
+def _record(spec: RunSpec, error: str) -> dict[str, Any]:
     return {"run_id": spec.run_id, "status": "failed", "strategy": spec.strategy, "scenario": spec.scenario,
-            "seed": spec.seed, "config": spec.to_dict(),
-            "error": f"{type(exc).__name__}: worker lost ({str(exc).strip() or 'no message'})\n{text}"}
+            "seed": spec.seed, "config": spec.to_dict(), "error": error}
 
 
-def run_local(specs: Sequence[RunSpec], *, jobs: int, plugin_files: Sequence[str], on_result: OnResult,
-              on_progress: OnProgress | None = None) -> None:
-    """Run ``specs`` here (jobs == 1) or in ``jobs`` spawned worker processes."""
-    from benchmark.runner import run_one
+def run_local(specs: Source | Iterable[RunSpec], *, jobs: int, plugin_files: Iterable[str], on_result: OnResult,
+              on_progress: OnProgress | None = None,
+              checkpoint_dir: Callable[[RunSpec], Path | None] | None = None) -> None:
+    """Run the specs here (jobs == 1) or in ``jobs`` spawned worker processes, one pool of
+    one worker each, so that a worker's death is charged to its own run."""
+    source = _source(specs)
+    where = checkpoint_dir or (lambda spec: None)
+    if jobs <= 1:
+        while (spec := source.take(wait=True)) is not None:
+            def progress(done, total, s=spec):
+                if done:
+                    faults.reach("task-done")
+                if on_progress:
+                    on_progress(s, done, total)
 
-    if jobs <= 1 or len(specs) <= 1:
-        for spec in specs:
-            progress = (lambda done, total, s=spec: on_progress(s, done, total)) if on_progress else None
-            on_result(run_one(spec, progress=progress))
+            on_result(_run_one(spec, progress, where(spec)))
         return
+    _run_pool(source, jobs=jobs, plugin_files=tuple(plugin_files), on_result=on_result, where=where)
+
+
+def _run_pool(source: Source, *, jobs: int, plugin_files: tuple[str, ...], on_result: OnResult,
+              where: Callable[[RunSpec], Path | None]) -> None:
     import multiprocessing
 
     threads = max(1, (os.cpu_count() or 1) // jobs)
     ctx = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx, initializer=_prepare_worker,
-                             initargs=(tuple(plugin_files), threads)) as pool:
-        pending = {pool.submit(_worker_run, s): s for s in specs}
-        while pending:
-            finished, _ = wait(pending, return_when=FIRST_COMPLETED)
-            for fut in finished:
-                spec = pending.pop(fut)
+    idle: list[ProcessPoolExecutor] = []
+    inflight: dict[Future, tuple[RunSpec, ProcessPoolExecutor, list]] = {}
+    retry: deque[RunSpec] = deque()
+    deaths: Counter[str] = Counter()
+    clean = False
+    try:
+        while True:
+            while len(inflight) < jobs:
+                spec = retry.popleft() if retry else source.take(wait=not inflight)
+                if spec is None:
+                    break
+                pool = idle.pop() if idle else ProcessPoolExecutor(
+                    max_workers=1, mp_context=ctx, initializer=_prepare_worker,
+                    initargs=(plugin_files, threads, os.getpid()))
+                future = pool.submit(_worker_run, spec, where(spec))
+                inflight[future] = (spec, pool, _processes(pool))
+            if not inflight:
+                break
+            finished, _ = wait(inflight, return_when=FIRST_COMPLETED)
+            for future in finished:
+                spec, pool, procs = inflight.pop(future)
                 try:
-                    record = fut.result()
-                except Exception as exc:  # a worker died (killed, out of memory) or pickling failed
+                    record = future.result()
+                except BrokenProcessPool as exc:  # its worker died: killed, out of memory
+                    _stop(pool)
+                    deaths[spec.run_id] += 1
+                    if deaths[spec.run_id] < ATTEMPTS:
+                        retry.append(spec)
+                        continue
+                    record = _died(spec, exc, attempts=deaths[spec.run_id], cause=_cause(procs))
+                except Exception as exc:  # noqa: BLE001 (the result could not come back: pickling)
+                    idle.append(pool)
                     record = _failed(spec, exc)
+                else:
+                    idle.append(pool)
                 on_result(record)
+        clean = True
+    finally:
+        for pool in idle + [p for _, p, _ in inflight.values()]:
+            if clean:
+                pool.shutdown(wait=True)
+            else:  # an error or an interrupt: the runs in flight are abandoned, not awaited
+                _stop(pool)
 
 
-def run_ray(specs: Sequence[RunSpec], *, address: str | None, plugin_files: Sequence[str], on_result: OnResult,
-            num_cpus: int | None = None) -> None:
-    """One Ray task per run, on the cluster at ``address`` or on a local Ray instance."""
+def _processes(pool: ProcessPoolExecutor) -> list:
+    """The worker processes of ``pool`` (private to concurrent.futures: [] if it changes)."""
+    return list((getattr(pool, "_processes", None) or {}).values())
+
+
+def _stop(pool: ProcessPoolExecutor) -> None:
+    """Shut ``pool`` down now, killing its workers."""
+    procs = _processes(pool)
+    pool.shutdown(wait=False, cancel_futures=True)
+    for p in procs:
+        try:
+            p.kill()
+        except (OSError, ValueError, AttributeError):
+            pass
+
+
+def _cause(procs: list) -> str:
+    codes = [getattr(p, "exitcode", None) for p in procs]
+    code = next((c for c in codes if c is not None), None)
+    if code is not None and code < 0:
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = f"signal {-code}"
+        return f"killed by {name}{', e.g. by the out-of-memory killer' if name == 'SIGKILL' else ''}"
+    if code is not None:
+        return f"exit status {code}"
+    return "killed by a signal or out of memory"
+
+
+def run_ray(specs: Source | Iterable[RunSpec], *, address: str | None, plugin_files: Iterable[str],
+            on_result: OnResult, num_cpus: int | None = None,
+            checkpoint_dir: Callable[[RunSpec], Path | None] | None = None) -> None:
+    """One Ray task per run, on the cluster at ``address`` or on a local Ray instance; as many
+    in flight as the cluster has CPUs. Ray retries a task whose worker died once."""
     try:
         import ray
     except ImportError:
         raise RuntimeError("the ray executor needs Ray: pip install 'clbench[ray]'") from None
+    source = _source(specs)
+    where = checkpoint_dir or (lambda spec: None)
     started_here = not ray.is_initialized()
     if started_here:
         kwargs: dict[str, Any] = {"address": address} if address else {"num_cpus": num_cpus or os.cpu_count(),
@@ -86,20 +240,31 @@ def run_ray(specs: Sequence[RunSpec], *, address: str | None, plugin_files: Sequ
         ray.init(ignore_reinit_error=True, log_to_driver=False, **kwargs)
     try:
         files = tuple(plugin_files)
+        width = max(1, int(ray.cluster_resources().get("CPU", 1)))
 
-        @ray.remote(num_cpus=1, max_retries=0)
-        def ray_run(spec: RunSpec) -> dict[str, Any]:
+        @ray.remote(num_cpus=1, max_retries=ATTEMPTS - 1, retry_exceptions=False)
+        def ray_run(spec: RunSpec, checkpoint: Path | None) -> dict[str, Any]:
             _prepare_worker(files, 1)
-            return _worker_run(spec)
+            return _worker_run(spec, checkpoint)
 
-        refs = {ray_run.remote(s): s for s in specs}
-        while refs:
+        refs: dict[Any, RunSpec] = {}
+        while True:
+            while len(refs) < width:
+                spec = source.take(wait=not refs)
+                if spec is None:
+                    break
+                refs[ray_run.remote(spec, where(spec))] = spec
+            if not refs:
+                break
             ready, _ = ray.wait(list(refs), num_returns=1)
             for ref in ready:
                 spec = refs.pop(ref)
                 try:
                     record = ray.get(ref)
-                except Exception as exc:  # the task's worker died
+                except (ray.exceptions.WorkerCrashedError, ray.exceptions.NodeDiedError,
+                        getattr(ray.exceptions, "OutOfMemoryError", ray.exceptions.WorkerCrashedError)) as exc:
+                    record = _died(spec, exc, attempts=ATTEMPTS, cause="its Ray worker process exited unexpectedly")
+                except Exception as exc:  # noqa: BLE001 (the task could not run or return)
                     record = _failed(spec, exc)
                 on_result(record)
     finally:

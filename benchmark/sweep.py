@@ -1,69 +1,191 @@
-"""A sweep: every run of an experiment that is not done yet, recorded in the store."""
+"""A sweep: every run of an experiment that is not done yet, recorded in the store.
+
+Crash safety: each record is written atomically (a reader sees a whole record or none); a
+run is taken under its own lock (:mod:`benchmark.locks`), so several sweeps on one folder
+share the work and never run one run twice at the same time; a malformed ``run.json`` is set
+aside as evidence and its run redone; a full disk stops the sweep with one line, keeping
+every finished run. Running the same command again finishes what is left.
+"""
 
 from __future__ import annotations
 
 import sys
+from collections import deque
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import yaml
 
-from benchmark.config import Experiment
+from benchmark import faults
+from benchmark.config import Experiment, RunSpec
 from benchmark.executors import run_local, run_ray
-from benchmark.store import RunStore, write_atomic
+from benchmark.locks import RunLocks
+from benchmark.store import (
+    BadRecord,
+    RunStore,
+    StoreWriteError,
+    remove_stale_temps,
+    write_atomic,
+)
 
 
 @dataclass
 class SweepOutcome:
-    """What a sweep did: runs skipped because done, runs finished now, runs that failed."""
+    """What a sweep did: runs skipped because done, runs finished now, runs that failed, and
+    runs that another ``clbench run`` on the same folder finished meanwhile."""
 
     total: int
     skipped: int = 0
     done: list[str] = field(default_factory=list)
     failed: list[str] = field(default_factory=list)
+    elsewhere: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
         return not self.failed
 
 
+def _say(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+class Claims:
+    """The pending runs of a sweep, handed to an executor one at a time, each under its lock.
+
+    A run locked by another process is put off and taken later; when nothing else is left,
+    :meth:`take` (with ``wait``) waits for that process to finish it. A run whose record
+    another process wrote during this sweep is not run again.
+    """
+
+    def __init__(self, pending: Sequence[RunSpec], *, store: RunStore, locks: RunLocks, outcome: SweepOutcome,
+                 checkpoint: bool = False, on_elsewhere: Callable[[str], None] | None = None,
+                 say: Callable[[str], None] = _say):
+        self.store, self.locks, self.outcome, self.checkpoint = store, locks, outcome, checkpoint
+        self.queue: deque[RunSpec] = deque(pending)
+        self.busy: deque[RunSpec] = deque()
+        self.seen = {s.run_id: _stamp(store.path(s.run_id)) for s in pending}
+        self.on_elsewhere, self.say = on_elsewhere, say
+
+    def take(self, *, wait: bool) -> RunSpec | None:
+        while True:
+            if self.queue:
+                spec = self.queue.popleft()
+            elif self.busy and wait:
+                spec = self.busy.popleft()
+                holder = self.locks.holder(spec.run_id)
+                self.say(f"clbench: {spec.run_id} is running in another clbench run"
+                         f"{f' (pid {holder})' if holder else ''}; waiting for it")
+                self.locks.wait(spec.run_id)
+            else:
+                return None
+            if not self.locks.try_acquire(spec.run_id):
+                self.busy.append(spec)
+                continue
+            rec = self.store.load(spec.run_id)
+            if isinstance(rec, dict) and (rec.get("status") == "done"
+                                          or _stamp(self.store.path(spec.run_id)) != self.seen[spec.run_id]):
+                self.locks.release(spec.run_id)  # done, or just recorded by another process
+                self.outcome.elsewhere.append(spec.run_id)
+                if self.on_elsewhere:
+                    self.on_elsewhere(spec.run_id)
+                continue
+            if isinstance(rec, BadRecord):
+                aside = self.store.set_aside(spec.run_id)
+                self.say(f"clbench: unreadable {rec.path}: {rec.reason}; kept as {aside.name}, the run is redone")
+            folder = self.store.path(spec.run_id).parent
+            remove_stale_temps(folder)
+            if self.checkpoint:
+                self.store.folder(spec.run_id)
+            return spec
+
+
+def _stamp(path: Path) -> int | None:
+    try:
+        return path.stat().st_mtime_ns
+    except OSError:
+        return None
+
+
 def run_sweep(experiment: Experiment, *, out: str | Path, jobs: int = 1, executor: str = "local",
               address: str | None = None, plugin_files: Sequence[str] = (), show_progress: bool | None = None,
-              ) -> SweepOutcome:
-    """Run every spec of ``experiment`` whose record in ``out`` is not ``done``."""
+              checkpoint_every_task: bool = False) -> SweepOutcome:
+    """Run every spec of ``experiment`` whose record in ``out`` is not ``done``. With
+    ``checkpoint_every_task``, each run gets its folder in the store as ``checkpoint_dir``."""
     store = RunStore(out)
     store.root.mkdir(parents=True, exist_ok=True)
     write_atomic(store.root / "experiment.yaml",
                  yaml.safe_dump(_plain(experiment.source), sort_keys=False, allow_unicode=True))
+    store.remove_stale_temps()
     specs = experiment.specs()
+    ids = {s.run_id for s in specs}
+    for bad in store.scan()[1]:
+        if bad.run_id not in ids:
+            _say(f"clbench: skipping unreadable {bad.path}: {bad.reason}")
     pending = [s for s in specs if not store.is_done(s.run_id)]
     outcome = SweepOutcome(total=len(specs), skipped=len(specs) - len(pending))
     if show_progress is None:
         show_progress = sys.stderr.isatty()
     bar = _progress_bar(len(specs), outcome.skipped, show_progress)
+    locks = RunLocks(store.root)
+    faults.reach("sweep-start")
 
     def on_result(record: dict[str, Any]) -> None:
-        store.write(record)
+        try:
+            store.write(record)
+        except (TypeError, ValueError) as exc:  # a strategy's metrics that are not JSON
+            record = {k: record.get(k) for k in ("run_id", "strategy", "scenario", "seed", "config", "versions")}
+            record.update(status="failed", error=f"{type(exc).__name__}: the run's record cannot be stored as JSON "
+                                                 f"({exc})")
+            store.write(record)
+        locks.release(record["run_id"])
+        faults.reach("after-record")
         (outcome.done if record["status"] == "done" else outcome.failed).append(record["run_id"])
         if bar is not None:
             bar.update(1)
             bar.set_postfix_str(f"{record['strategy']} on {record['scenario']}: {record['status']}")
 
+    def on_elsewhere(run_id: str) -> None:
+        if bar is not None:
+            bar.update(1)
+
     def on_progress(spec, done, total):
         if bar is not None:
             bar.set_postfix_str(f"{spec.strategy} on {spec.scenario} seed {spec.seed}: task {done}/{total}")
 
+    claims = Claims(pending, store=store, locks=locks, outcome=outcome, checkpoint=checkpoint_every_task,
+                    on_elsewhere=on_elsewhere)
+    where = (lambda spec: store.folder(spec.run_id)) if checkpoint_every_task else None
+    summary, interrupted = True, True
     try:
         if executor == "ray":
-            run_ray(pending, address=address, plugin_files=plugin_files, on_result=on_result)
+            run_ray(claims, address=address, plugin_files=plugin_files, on_result=on_result, checkpoint_dir=where)
         else:
-            run_local(pending, jobs=jobs, plugin_files=plugin_files, on_result=on_result, on_progress=on_progress)
+            run_local(claims, jobs=jobs, plugin_files=plugin_files, on_result=on_result, on_progress=on_progress,
+                      checkpoint_dir=where)
+        interrupted = False
+    except StoreWriteError:
+        summary = False  # the disk is full or read-only: writing more would fail the same way
+        raise
     finally:
+        locks.release_all()
         if bar is not None:
             bar.close()
-        store.write_summary()
+        if summary:
+            _write_summary(store, interrupted=interrupted)
     return outcome
+
+
+def _write_summary(store: RunStore, *, interrupted: bool) -> None:
+    """Rebuild summary.csv; while an error or an interrupt is on its way, never hide it."""
+    faults.reach("before-summary")
+    try:
+        store.write_summary()
+    except Exception:
+        if not interrupted:
+            raise
+    faults.reach("after-summary")
 
 
 def _progress_bar(total: int, initial: int, enabled: bool):
