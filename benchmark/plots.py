@@ -126,8 +126,8 @@ def cost_scatter(table: pd.DataFrame, *, title: str = "", ax=None) -> Figure:
     return fig
 
 
-def to_bytes(fig: Figure, fmt: str) -> bytes:
-    """The figure as PNG or SVG bytes."""
+def to_bytes(fig: Figure, fmt: str, *, metadata: dict[str, str] | None = None) -> bytes:
+    """The figure as PNG or SVG bytes (``metadata``: text fields stored in the file)."""
     buf = io.BytesIO()
-    fig.savefig(buf, format=fmt, dpi=110 if fmt == "png" else None)
+    fig.savefig(buf, format=fmt, dpi=110 if fmt == "png" else None, metadata=metadata)
     return buf.getvalue()

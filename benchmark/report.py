@@ -4,16 +4,24 @@ Writes ``report.md``, ``report.html`` (one self-contained file: images embedded 
 URIs, no network fetches, sortable tables, print styles), ``summary.csv``, and per scenario
 ``tables/<scenario>.{csv,md,tex}`` and ``plots/*.png|svg``. Every string from a run record is
 escaped in the HTML.
+
+Drawing the plots is most of the work, and their number grows with scenarios x strategies,
+not with runs. Each plot file carries a digest of the data and code that drew it, so a plot
+whose inputs have not changed since the last report is read back instead of drawn again.
+Every file is written atomically: a report killed half-way leaves the previous files whole,
+and the next report finishes the job.
 """
 
 from __future__ import annotations
 
 import base64
+import hashlib
 import html
 import json
 import math
 import re
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -21,9 +29,16 @@ from typing import Any
 
 import pandas as pd
 
-from benchmark import plots
-from benchmark.store import BadRecord, RunStore, write_atomic
-from benchmark.tables import METRIC_INFO, REPORT_METRICS, SIGNIFICANCE, comparison, to_latex, to_markdown
+from benchmark import faults, plots
+from benchmark.store import BadRecord, RunStore, remove_stale_temps, write_atomic
+from benchmark.tables import (
+    METRIC_INFO,
+    REPORT_METRICS,
+    SIGNIFICANCE,
+    comparison,
+    to_latex,
+    to_markdown,
+)
 from benchmark.tidy import average_accuracy_table, long_table, matrix_table
 
 DEFINITIONS = [
@@ -35,13 +50,13 @@ DEFINITIONS = [
 ]
 NOTES = [
     "R[i][j] is the test accuracy on task j after training on task i (indices from 0).",
-    "The GEM, MER and La-MAML reference code divides BWT and FWT by T, not T-1; this report uses the "
-    "papers' equations (T-1), so its BWT and FWT are T/(T-1) times theirs.",
+    ("The GEM, MER and La-MAML reference code divides BWT and FWT by T, not T-1; this report uses the "
+     "papers' equations (T-1), so its BWT and FWT are T/(T-1) times theirs."),
     "Avalanche's 'forgetting' metric is R[j,j] - R[T-1,j] (no max), i.e. -BWT per task, not Chaudhry's forgetting.",
-    "Accuracies, BWT, FWT and forgetting are in %; train time is seconds per run. Cells are mean ± sample "
-    "standard deviation over seeds; bold marks the best mean of a column (higher is better, except forgetting "
-    f"and time); {'†'} marks a mean that differs from the best at p < {SIGNIFICANCE} by Welch's unpaired "
-    "two-sided t-test over seeds (needs at least two seeds on each side).",
+    ("Accuracies, BWT, FWT and forgetting are in %; train time is seconds per run. Cells are mean ± sample "
+     "standard deviation over seeds; bold marks the best mean of a column (higher is better, except forgetting "
+     f"and time); {'†'} marks a mean that differs from the best at p < {SIGNIFICANCE} by Welch's unpaired "
+     "two-sided t-test over seeds (needs at least two seeds on each side)."),
     "For 'joint' (one training on all tasks) LA, BWT, FWT and forgetting are undefined and left empty.",
 ]
 
@@ -54,6 +69,9 @@ class PlotFile:
     caption: str
     png: bytes
     svg: bytes
+
+
+    reused: bool = False
 
 
 @dataclass
@@ -74,6 +92,7 @@ class ReportContent:
     failed: list[dict[str, Any]]
     unreadable: list[BadRecord]
     n_runs: int
+    records: list[dict[str, Any]] = field(default_factory=list)
 
 
 def slug(text: str) -> str:
@@ -86,10 +105,14 @@ def _distinct(dicts: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [json.loads(k) for k, _ in counts.most_common()]
 
 
-def collect(root: str | Path) -> ReportContent:
-    """Read the run records under ``root`` and compute every table and figure."""
+def collect(root: str | Path, *, scanned: tuple[list[dict[str, Any]], list[BadRecord]] | None = None,
+            ) -> ReportContent:
+    """Read the run records under ``root`` (or take ``scanned``, what ``RunStore.scan`` found
+    there) and compute every table and figure, reusing the plots under ``root/plots`` whose
+    inputs are unchanged."""
     store = RunStore(root)
-    records, bad = store.scan()
+    figure = _figure_maker(store.root / "plots")
+    records, bad = scanned if scanned is not None else store.scan()
     long = long_table(records)
     matrices = matrix_table(records)
     curves = average_accuracy_table(matrices) if len(matrices) else matrices
@@ -100,7 +123,7 @@ def collect(root: str | Path) -> ReportContent:
         import yaml
 
         title = str((yaml.safe_load(config_text) or {}).get("name") or title)
-    except Exception:
+    except Exception:  # noqa: BLE001, S110 (a config that does not parse keeps the folder's name)
         pass
     sections = []
     for scenario in sorted(long["scenario"].dropna().unique()):
@@ -109,31 +132,54 @@ def collect(root: str | Path) -> ReportContent:
         m = matrices[matrices["scenario"] == scenario]
         c = curves[curves["scenario"] == scenario] if len(curves) else curves
         if len(m):
-            sec.figures.append(_figure(f"{slug(scenario)}__average_accuracy", f"{scenario}: average accuracy over the stream",
-                                       plots.average_accuracy_curves(c, title=f"{scenario}: average accuracy")))
-            sec.figures.append(_figure(f"{slug(scenario)}__forgetting_bwt", f"{scenario}: forgetting and BWT per strategy",
-                                       plots.forgetting_bars(table, title=f"{scenario}: forgetting and BWT")))
-            sec.figures.append(_figure(f"{slug(scenario)}__cost", f"{scenario}: ACC against train time",
-                                       plots.cost_scatter(table, title=f"{scenario}: accuracy and cost")))
-            for strategy in sorted(m["strategy"].unique()):
-                ms = m[m["strategy"] == strategy]
-                sec.figures.append(_figure(f"{slug(scenario)}__heatmap__{slug(strategy)}",
-                                           f"{scenario}, {strategy}: accuracy matrix (mean over seeds)",
-                                           plots.accuracy_heatmap(ms, title=f"{strategy} on {scenario}")))
-                sec.figures.append(_figure(f"{slug(scenario)}__forgetting__{slug(strategy)}",
-                                           f"{scenario}, {strategy}: accuracy of each task over time",
-                                           plots.forgetting_curves(ms, title=f"{strategy} on {scenario}: each task")))
+            sec.figures.append(figure(f"{slug(scenario)}__average_accuracy", f"{scenario}: average accuracy over the stream",
+                                      plots.average_accuracy_curves, c, title=f"{scenario}: average accuracy"))
+            sec.figures.append(figure(f"{slug(scenario)}__forgetting_bwt", f"{scenario}: forgetting and BWT per strategy",
+                                      plots.forgetting_bars, table, title=f"{scenario}: forgetting and BWT"))
+            sec.figures.append(figure(f"{slug(scenario)}__cost", f"{scenario}: ACC against train time",
+                                      plots.cost_scatter, table, title=f"{scenario}: accuracy and cost"))
+            for strategy, ms in m.groupby("strategy", sort=True):
+                sec.figures.append(figure(f"{slug(scenario)}__heatmap__{slug(strategy)}",
+                                          f"{scenario}, {strategy}: accuracy matrix (mean over seeds)",
+                                          plots.accuracy_heatmap, ms, title=f"{strategy} on {scenario}"))
+                sec.figures.append(figure(f"{slug(scenario)}__forgetting__{slug(strategy)}",
+                                          f"{scenario}, {strategy}: accuracy of each task over time",
+                                          plots.forgetting_curves, ms, title=f"{strategy} on {scenario}: each task"))
         sections.append(sec)
     failed = [r for r in records if r.get("status") != "done"]
     return ReportContent(
         title=title, generated=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         versions=_distinct([r.get("versions") for r in records]), machines=_distinct([r.get("machine") for r in records]),
         config_text=config_text, sections=sections, failed=failed, unreadable=bad, n_runs=len(records),
+        records=records,
     )
 
 
-def _figure(stem: str, caption: str, fig) -> PlotFile:
-    return PlotFile(stem, caption, plots.to_bytes(fig, "png"), plots.to_bytes(fig, "svg"))
+def _figure_maker(folder: Path) -> Callable[..., PlotFile]:
+    """``figure(stem, caption, draw, data, **kwargs)``: the PlotFile of ``draw(data, **kwargs)``,
+    read back from ``folder`` when both of its files there were drawn from the same inputs."""
+    import matplotlib
+
+    code = hashlib.sha256(Path(plots.__file__).read_bytes() + matplotlib.__version__.encode()).hexdigest()
+
+    def figure(stem: str, caption: str, draw: Callable[..., Any], data: pd.DataFrame, **kwargs: Any) -> PlotFile:
+        h = hashlib.sha256(f"{code}|{stem}|{caption}|{draw.__name__}|{sorted(kwargs.items())}|".encode())
+        h.update("|".join(f"{c}:{t}" for c, t in data.dtypes.astype(str).items()).encode())
+        h.update(pd.util.hash_pandas_object(data, index=False).to_numpy().tobytes())
+        tag = f"clbench-plot {h.hexdigest()}"
+        png, svg = folder / f"{stem}.png", folder / f"{stem}.svg"
+        try:
+            old_png, old_svg = png.read_bytes(), svg.read_bytes()
+            if tag.encode() in old_png and tag.encode() in old_svg:
+                return PlotFile(stem, caption, old_png, old_svg, reused=True)
+        except OSError:
+            pass
+        fig = draw(data, **kwargs)
+        png_bytes = plots.to_bytes(fig, "png", metadata={"Description": tag})
+        fig.set_layout_engine("none")  # laid out once by the PNG draw; the SVG keeps that layout
+        return PlotFile(stem, caption, png_bytes, plots.to_bytes(fig, "svg", metadata={"Description": tag}))
+
+    return figure
 
 
 def _first_line(text: Any) -> str:
@@ -147,8 +193,8 @@ def _kv(d: dict[str, Any]) -> str:
 # -- Markdown ----------------------------------------------------------------------------
 def render_markdown(c: ReportContent) -> str:
     out = [f"# Forgetting report: {c.title}", "",
-           f"Generated {c.generated} from {c.n_runs} run records "
-           f"({c.n_runs - len(c.failed)} done, {len(c.failed)} failed).", ""]
+           (f"Generated {c.generated} from {c.n_runs} run records "
+            f"({c.n_runs - len(c.failed)} done, {len(c.failed)} failed)."), ""]
     out += ["## Setup", ""]
     out += [f"- Versions: {_kv(v)}" for v in c.versions] or ["- Versions: unknown"]
     out += [f"- Hardware: {_kv(m)}" for m in c.machines] or ["- Hardware: unknown"]
@@ -238,8 +284,8 @@ def _html_table(table: pd.DataFrame) -> str:
 
 def render_html(c: ReportContent) -> str:
     parts = [f"<h1>Forgetting report: {_e(c.title)}</h1>",
-             f"<p>Generated {_e(c.generated)} from {c.n_runs} run records ({c.n_runs - len(c.failed)} done, "
-             f"{len(c.failed)} failed).</p>", "<h2>Setup</h2><ul>"]
+             (f"<p>Generated {_e(c.generated)} from {c.n_runs} run records ({c.n_runs - len(c.failed)} done, "
+              f"{len(c.failed)} failed).</p>"), "<h2>Setup</h2><ul>"]
     parts += [f"<li>Versions: {_e(_kv(v))}</li>" for v in c.versions] or ["<li>Versions: unknown</li>"]
     parts += [f"<li>Hardware: {_e(_kv(m))}</li>" for m in c.machines] or ["<li>Hardware: unknown</li>"]
     parts.append("</ul>")
@@ -275,19 +321,26 @@ def render_html(c: ReportContent) -> str:
 
 
 # -- writing -----------------------------------------------------------------------------
-def write_report(root: str | Path) -> dict[str, Path]:
+def write_report(root: str | Path, *, scanned: tuple[list[dict[str, Any]], list[BadRecord]] | None = None,
+                 ) -> dict[str, Path]:
     """Write every report file under ``root``; returns what was written, by kind."""
     root = Path(root)
-    content = collect(root)
-    written: dict[str, Path] = {"summary": RunStore(root).write_summary()}
+    for folder in (root, root / "tables", root / "plots"):  # what a killed report left half-written
+        remove_stale_temps(folder)
+    content = collect(root, scanned=scanned)
+    written: dict[str, Path] = {"summary": RunStore(root).write_summary(content.records)}
     for sec in content.sections:
         base = root / "tables" / slug(sec.scenario)
         write_atomic(base.with_suffix(".csv"), sec.table.to_csv(index=False))
         write_atomic(base.with_suffix(".md"), to_markdown(sec.table) + "\n")
         write_atomic(base.with_suffix(".tex"), to_latex(sec.table, caption=f"Results on {sec.scenario}") + "\n")
+        faults.reach("report-table")
+    for sec in content.sections:
         for f in sec.figures:
-            write_atomic(root / "plots" / f"{f.stem}.png", f.png)
-            write_atomic(root / "plots" / f"{f.stem}.svg", f.svg)
+            if not f.reused:
+                write_atomic(root / "plots" / f"{f.stem}.png", f.png)
+                write_atomic(root / "plots" / f"{f.stem}.svg", f.svg)
+                faults.reach("report-plot")
     write_atomic(root / "report.md", render_markdown(content))
     write_atomic(root / "report.html", render_html(content))
     written.update(markdown=root / "report.md", html=root / "report.html")
