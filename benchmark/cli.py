@@ -116,6 +116,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _is_bad_input(exc: Exception) -> bool:
+    if isinstance(exc, UsageError):  # without importing torch (through scenarios) to say so
+        return True
     import scenarios
     import strategies
     from benchmark.config import ConfigError
@@ -211,7 +213,6 @@ def _list(args) -> int:
 
 
 def _report(args) -> int:
-    from benchmark.config import ConfigError
     from benchmark.report import write_report
     from benchmark.store import RunStore
     from benchmark.tables import summary_table
@@ -220,14 +221,14 @@ def _report(args) -> int:
         raise UsageError(f"report {args.dir!r}: not a folder name; give the --out folder of a sweep")
     store = RunStore(args.dir)
     if not store.root.exists():
-        raise ConfigError(f"results folder not found: {store.root}")
+        raise UsageError(f"results folder not found: {store.root}")
     if not store.root.is_dir():
-        raise ConfigError(f"results folder {store.root} is a file; give the --out folder of a sweep")
+        raise UsageError(f"results folder {store.root} is a file; give the --out folder of a sweep")
     records, bad = store.scan()
     if not records:
         unreadable = f" ({len(bad)} unreadable run.json)" if bad else ""
-        raise ConfigError(f"no run records in {store.root}{unreadable}; a results folder holds <run_id>/run.json "
-                          "from `clbench run CONFIG --out FOLDER`")
+        raise UsageError(f"no run records in {store.root}{unreadable}; a results folder holds <run_id>/run.json "
+                         "from `clbench run CONFIG --out FOLDER`")
     for b in bad:
         print(f"clbench: skipping unreadable {b.path}: {b.reason}", file=sys.stderr)
     written = write_report(store.root, scanned=(records, bad))
