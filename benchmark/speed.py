@@ -192,7 +192,17 @@ def machine() -> dict[str, Any]:
     return info
 
 
-def run(*, size: str = "small", seed: int = 0, glances: int = 1, only: list[str] | None = None) -> dict[str, Any]:
+def _median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The figures of the run with the median time; every run's time is kept too."""
+    ordered = sorted(runs, key=lambda r: r["seconds"])
+    chosen = dict(ordered[(len(ordered) - 1) // 2])
+    chosen["runs_us_per_step"] = [r["us_per_step"] for r in runs]
+    chosen["peak_rss_mb"] = max(r["peak_rss_mb"] for r in runs)
+    return chosen
+
+
+def run(*, size: str = "small", seed: int = 0, glances: int = 1, only: list[str] | None = None,
+        repeat: int = 1) -> dict[str, Any]:
     import warnings
 
     import scenarios
@@ -212,10 +222,12 @@ def run(*, size: str = "small", seed: int = 0, glances: int = 1, only: list[str]
     jit_s = time.perf_counter() - t0
     with single_threaded(), warnings.catch_warnings():  # every side on one core, as the targets are stated
         warnings.showwarning = lambda *a, **k: None  # Avalanche's deprecation noise, every iteration
-        for label, (name, hp) in configurations(glances=glances).items():
-            if only and label not in only:
-                continue
-            figures[label] = measure(label, name, hp, stream=stream, seed=seed, glances=glances)
+        chosen = {label: spec for label, spec in configurations(glances=glances).items() if not only or label in only}
+        runs: dict[str, list[dict[str, Any]]] = {label: [] for label in chosen}
+        for _ in range(repeat):  # round-robin, so that drift in the machine's load hits every side alike
+            for label, (name, hp) in chosen.items():
+                runs[label].append(measure(label, name, hp, stream=stream, seed=seed, glances=glances))
+        figures = {label: _median_run(r) for label, r in runs.items()}
         rates = cpu_rates()
         floor = mlp_floor(rates=rates)
         density = _input_density(stream)
@@ -233,7 +245,7 @@ def run(*, size: str = "small", seed: int = 0, glances: int = 1, only: list[str]
     for f in figures.values():
         f["times_floor"] = f["us_per_step"] / floor["floor_us"]
     return {"machine": {**machine(), "threads_used": 1}, "size": size, "examples_per_task": SIZES[size],
-            "glances": glances, "jit_load_s": jit_s, "counting": __doc__.split("\n\n")[2].replace("\n", " "), "floor": floor,
+            "glances": glances, "repeat": repeat, "jit_load_s": jit_s, "counting": __doc__.split("\n\n")[2].replace("\n", " "), "floor": floor,
             "strategies": figures, "ratios": ratios}
 
 
@@ -242,7 +254,7 @@ def render(result: dict[str, Any]) -> str:
     lines = [f"machine: {m.get('cpu')} | {m.get('cores')} cores, 1 thread used | torch {m.get('torch')} | "
              f"python {m.get('python')}",
              f"stream: permuted-mnist (mnist5k), 2 tasks x {result['examples_per_task']} examples, batch 10, "
-             f"glances {result['glances']}",
+             f"glances {result['glances']}; median of {result['repeat']} round-robin runs per strategy",
              "inner step = one single-example SGD step or fast-weight update, counted alike on both sides",
              f"compiled kernels loaded before timing in {result['jit_load_s']:.2f} s (once per process)", "",
              f"{'strategy':<20}{'us/step':>10}{'examples/s':>12}{'peak MiB':>10}{'inner steps':>13}{'x floor':>9}"]
@@ -268,10 +280,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--size", choices=sorted(SIZES, key=SIZES.get), default="small",
                    help="examples per task (tiny 50, small 300, medium 1000, large 3000)")
     p.add_argument("--glances", type=int, default=1, help="glances of La-MAML/C-MAML (epochs of lamaml_v2)")
+    p.add_argument("--repeat", type=int, default=3, help="runs per strategy, round-robin; the median is shown")
     p.add_argument("--only", nargs="*", help="a subset of: " + ", ".join(configurations(glances=1)))
     p.add_argument("--out", help="write the figures as JSON to this file")
     args = p.parse_args(argv)
-    result = run(size=args.size, glances=args.glances, only=args.only)
+    if args.repeat < 1:
+        p.error(f"--repeat must be >= 1, got {args.repeat}")
+    result = run(size=args.size, glances=args.glances, only=args.only, repeat=args.repeat)
     print(render(result))
     if args.out:
         from pathlib import Path

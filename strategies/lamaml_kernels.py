@@ -97,12 +97,21 @@ def _inner_step(wts, bs, rws, rbs, s_w, s_b, zs, ds, ids, ks, x, y, mask_row, us
 
 @njit(cache=True, fastmath=_FAST)
 def _accumulate(wts, bs, s_w, s_b, gw, gb, grw, grb, zs, ds, ids, ks, x, y, mask_row, use_mask, scale,
-                with_rates):
+                with_rates, pre, use_pre):
     """G_theta += scale * grad L(x; theta); G_r -= scale * grad * S, except for the first
     layer's weights, whose delta (times ``scale``) is left in ``ds[0]`` for the factored sums
-    of :func:`_first_layer`. Returns the loss."""
+    of :func:`_first_layer`. ``use_pre``: the first layer's pre-activation is ``pre`` (kept up
+    to date by the caller) instead of being computed from ``x``. Returns the loss."""
     last = len(wts) - 1
-    _forward_all(wts, bs, zs, ids, ks, x)
+    if use_pre:
+        z = zs[0]
+        for o in range(z.shape[0]):
+            z[o] = max(pre[o], np.float32(0.0)) if last > 0 else pre[o]
+        for layer in range(1, last + 1):
+            ks[layer] = _nonzero(zs[layer - 1], ids[layer])
+            _forward(wts[layer], bs[layer], zs[layer - 1], ids[layer], ks[layer], zs[layer], layer < last)
+    else:
+        _forward_all(wts, bs, zs, ids, ks, x)
     loss = _output_delta(zs[last], ds[last], y, mask_row, use_mask)
     for layer in range(last, -1, -1):
         d = ds[layer]
@@ -135,16 +144,27 @@ def glance(wts, bs, rws, rbs, s_w, s_b, gw, gb, grw, grb, zs, ds, ids, ks, xs, y
     width = ds[0].shape[0]
     meta_deltas = np.zeros((1 if final_only else n, m, width), np.float32)  # scaled first-layer deltas
     inner_deltas = np.zeros((n, width), np.float32)
+    # first-layer pre-activations of the meta examples, updated after each inner step from the
+    # rows it changed: W x_b moves by -sum_j x_b[j] x_i[j] r[j] * d_i, b by -r_b * d_i (exact)
+    pre = np.empty((m, width), np.float32)
+    incremental = not final_only
+    if incremental:
+        for b in range(m):
+            k = _nonzero(bxs[b], ids[0])
+            _forward(wts[0], bs[0], bxs[b], ids[0], k, pre[b], False)
     total, taken = 0.0, 0
     for i in range(n):
         _inner_step(wts, bs, rws, rbs, s_w, s_b, zs, ds, ids, ks, xs[i], ys[i],
                     masks[ts[i] if use_mask else 0], use_mask, with_rates)
         inner_deltas[i] = ds[0]
+        if incremental:  # ids[0][:ks[0]] still lists the nonzero inputs of x_i
+            _move_pre_activations(pre, bxs, xs[i], ids[0], ks[0], rws[0], rbs[0], ds[0])
         if final_only and i < n - 1:
             continue
         for b in range(m):
             total += _accumulate(wts, bs, s_w, s_b, gw, gb, grw, grb, zs, ds, ids, ks, bxs[b], bys[b],
-                                 masks[bts[b] if use_mask else 0], use_mask, 1.0 / m, with_rates) / m
+                                 masks[bts[b] if use_mask else 0], use_mask, 1.0 / m, with_rates,
+                                 pre[b], incremental) / m
             for o in range(width):
                 meta_deltas[taken, b, o] = ds[0][o] * np.float32(1.0 / m)
         taken += 1
@@ -157,6 +177,23 @@ def glance(wts, bs, rws, rbs, s_w, s_b, gw, gb, grw, grb, zs, ds, ids, ks, xs, y
             _scale(grw[layer].ravel(), inv)
             _scale(grb[layer], inv)
     return total / taken
+
+
+@njit(cache=True, fastmath=_FAST)
+def _move_pre_activations(pre, bxs, x, idx, k, rw, rb, d):
+    """pre[b] += the change of W x_b + b made by the inner step on ``x`` (delta ``d``, rates rw/rb)."""
+    width = d.shape[0]
+    for b in range(bxs.shape[0]):
+        xb, p = bxs[b], pre[b]
+        for q in range(k):
+            j = idx[q]
+            v = xb[j]
+            if v != 0.0:
+                c = v * x[j]
+                for o in range(width):
+                    p[o] -= c * rw[j, o] * d[o]
+        for o in range(width):
+            p[o] -= rb[o] * d[o]
 
 
 @njit(cache=True, fastmath=_FAST)

@@ -10,7 +10,7 @@ from benchmark.speed import mlp_floor
 
 def test_speed_benchmark_writes_the_documented_json(tmp_path, capsys):
     out = tmp_path / "speed.json"
-    assert main(["speed", "--size", "tiny", "--only", "mer", "avalanche-mer", "--out", str(out)]) == 0
+    assert main(["speed", "--size", "tiny", "--only", "mer", "avalanche-mer", "--repeat", "1", "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     assert "mer_vs_avalanche-mer" in printed and "hardware floor" in printed
     data = json.loads(out.read_text())
@@ -40,3 +40,12 @@ def test_sparse_floor_counts_only_the_rows_of_nonzero_inputs():
     assert half["params"] == 2 * 3 + 3 + 3 * 2 + 2
     assert dense["flops_per_step"] - half["flops_per_step"] == 2 * 6 + 2 * 6  # forward and update of 2 rows
     assert half["bytes_per_step"] < dense["bytes_per_step"]
+
+
+def test_median_of_repeated_runs_is_reported(tmp_path):
+    from benchmark.speed import run
+
+    result = run(size="tiny", only=["mer"], repeat=3)
+    mer = result["strategies"]["mer"]
+    assert len(mer["runs_us_per_step"]) == 3
+    assert mer["us_per_step"] == sorted(mer["runs_us_per_step"])[1]
