@@ -171,12 +171,13 @@ def _run_pool(source: Source, *, jobs: int, plugin_files: tuple[str, ...], on_re
                 try:
                     record = future.result()
                 except BrokenProcessPool as exc:  # its worker died: killed, out of memory
+                    cause = _cause(procs)
                     _stop(pool)
                     deaths[spec.run_id] += 1
                     if deaths[spec.run_id] < ATTEMPTS:
                         retry.append(spec)
                         continue
-                    record = _died(spec, exc, attempts=deaths[spec.run_id], cause=_cause(procs))
+                    record = _died(spec, exc, attempts=deaths[spec.run_id], cause=cause)
                 except Exception as exc:  # noqa: BLE001 (the result could not come back: pickling)
                     idle.append(pool)
                     record = _failed(spec, exc)
@@ -209,6 +210,12 @@ def _stop(pool: ProcessPoolExecutor) -> None:
 
 
 def _cause(procs: list) -> str:
+    """How the worker of a broken one-worker pool ended (it may still be being reaped)."""
+    for p in procs:
+        try:
+            p.join(timeout=2)
+        except (OSError, ValueError, AssertionError, AttributeError):
+            pass
     codes = [getattr(p, "exitcode", None) for p in procs]
     code = next((c for c in codes if c is not None), None)
     if code is not None and code < 0:
