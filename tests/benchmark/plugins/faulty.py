@@ -49,3 +49,151 @@ def fails_seed_1(*, model, context, lr: float = 0.1):
 def scripted(*, model, context, lr: float = 0.05):
     """A plugin whose name is markup."""
     return Naive(model=model, optimizer=torch.optim.SGD(model.parameters(), lr=lr), **context.template_kwargs())
+
+
+# -- crash-safety tests (tests/benchmark/test_faults.py, test_concurrency.py) ------------------
+
+def _protected() -> bool:
+    """True in the test process itself, which a strategy must never kill."""
+    import os
+
+    return str(os.getpid()) == os.environ.get("CLBENCH_TEST_PROTECTED_PID")
+
+
+class KillOwnProcess(SupervisedPlugin):
+    """SIGKILL the process that trains, when task ``at_task`` starts, like the out-of-memory
+    killer; with ``die_file``, only while that file (one per seed) holds fewer than ``deaths``
+    lines, each death adding the line ``<pid>``."""
+
+    def __init__(self, *, at_task, die_file, deaths, seed):
+        super().__init__()
+        self.at_task, self.deaths = at_task, deaths
+        self.die_file = f"{die_file}.s{seed}" if die_file else ""
+
+    def before_training_exp(self, strategy, **kwargs):
+        import os
+        import signal
+
+        if strategy.clock.train_exp_counter != self.at_task:
+            return
+        if self.die_file:
+            try:
+                with open(self.die_file, encoding="ascii") as f:
+                    died = len(f.read().split())
+            except FileNotFoundError:
+                died = 0
+            if died >= self.deaths:
+                return
+        if _protected():
+            raise RuntimeError("test-sigkill refuses to kill the test process itself")
+        if self.die_file:
+            with open(self.die_file, "a", encoding="ascii") as f:
+                f.write(f"{os.getpid()}\n")
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+@strategies.register("test-sigkill")
+def sigkill(*, model, context, lr: float = 0.1, at_task: int = 1, die_file: str = "", deaths: int = 1000):
+    """Naive whose process kills itself (SIGKILL) when task ``at_task`` starts (see KillOwnProcess)."""
+    plugin = KillOwnProcess(at_task=at_task, die_file=die_file, deaths=deaths, seed=context.seed)
+    return Naive(model=model, optimizer=torch.optim.SGD(model.parameters(), lr=lr),
+                 **context.template_kwargs(plugins=[plugin]))
+
+
+class InfiniteLoss(SupervisedPlugin):
+    def before_backward(self, strategy, **kwargs):
+        strategy.loss = strategy.loss * float("inf")
+
+
+@strategies.register("test-inf")
+def inf(*, model, context, lr: float = 0.1):
+    """Naive whose loss is +inf."""
+    return Naive(model=model, optimizer=torch.optim.SGD(model.parameters(), lr=lr),
+                 **context.template_kwargs(plugins=[InfiniteLoss()]))
+
+
+class PoisonWeights(SupervisedPlugin):
+    def after_training_exp(self, strategy, **kwargs):
+        with torch.no_grad():
+            next(strategy.model.parameters()).view(-1)[0] = float("nan")
+
+
+@strategies.register("test-nan-weights")
+def nan_weights(*, model, context, lr: float = 0.1):
+    """Naive whose first weight becomes NaN at the end of the first task (the loss stays finite)."""
+    return Naive(model=model, optimizer=torch.optim.SGD(model.parameters(), lr=lr),
+                 **context.template_kwargs(plugins=[PoisonWeights()]))
+
+
+class ExitOnSecondTask(SupervisedPlugin):
+    def before_training_exp(self, strategy, **kwargs):
+        import sys
+
+        if strategy.clock.train_exp_counter == 1:
+            sys.exit(3)
+
+
+@strategies.register("test-exit")
+def exits(*, model, context, lr: float = 0.1):
+    """Naive that calls sys.exit(3) when the second task starts."""
+    return Naive(model=model, optimizer=torch.optim.SGD(model.parameters(), lr=lr),
+                 **context.template_kwargs(plugins=[ExitOnSecondTask()]))
+
+
+@strategies.register("test-factory-raises")
+def factory_raises(*, model, context, lr: float = 0.1):
+    """A factory that raises before any training."""
+    raise ValueError("planned failure while building the strategy")
+
+
+@strategies.register("test-odd-metrics")
+def odd_metrics(*, model, context, lr: float = 0.1, json_safe: bool = True):
+    """Naive that reports extra metrics as a tensor and an array (json_safe) or as an object
+    that no JSON can hold."""
+    import numpy as np
+
+    s = Naive(model=model, optimizer=torch.optim.SGD(model.parameters(), lr=lr), **context.template_kwargs())
+    s.extra_metrics = ({"tensor": torch.tensor(0.25), "array": np.arange(3), "float32": np.float32("nan")}
+                       if json_safe else {"thing": object()})
+    return s
+
+
+class LogRun(SupervisedPlugin):
+    """Appends ``start|task <seed> <pid> <time>`` to a log file (append mode: one line per
+    write) when a run starts and after each task; with ``gate``, a run does not go past its
+    first task until that file exists, so that sweeps overlap as a test needs."""
+
+    def __init__(self, *, log, seed, sleep_s, gate):
+        super().__init__()
+        self.log, self.seed, self.sleep_s, self.gate = log, seed, sleep_s, gate
+
+    def _line(self, what):
+        import os
+        import time
+
+        with open(self.log, "a", encoding="ascii") as f:
+            f.write(f"{what} {self.seed} {os.getpid()} {time.time():.6f}\n")
+
+    def before_training_exp(self, strategy, **kwargs):
+        if strategy.clock.train_exp_counter == 0:
+            self._line("start")
+
+    def after_training_exp(self, strategy, **kwargs):
+        import os
+        import time
+
+        time.sleep(self.sleep_s)
+        deadline = time.monotonic() + 120
+        while self.gate and not os.path.exists(self.gate):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"gate {self.gate} never opened")
+            time.sleep(0.05)
+        self._line("task")
+
+
+@strategies.register("test-logged")
+def logged(*, model, context, lr: float = 0.1, log: str = "", sleep_s: float = 0.0, gate: str = ""):
+    """Naive that logs when each run starts and each task ends (with its pid) to ``log``."""
+    plugins = [LogRun(log=log, seed=context.seed, sleep_s=sleep_s, gate=gate)] if log else []
+    return Naive(model=model, optimizer=torch.optim.SGD(model.parameters(), lr=lr),
+                 **context.template_kwargs(plugins=plugins))
