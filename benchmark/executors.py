@@ -216,8 +216,12 @@ def _cause(procs: list) -> str:
             p.join(timeout=2)
         except (OSError, ValueError, AssertionError, AttributeError):
             pass
-    codes = [getattr(p, "exitcode", None) for p in procs]
-    code = next((c for c in codes if c is not None), None)
+    code = None
+    for _ in range(40):  # the pool's own thread may be reaping it: its exit code shows up a moment later
+        code = next((c for c in (getattr(p, "exitcode", None) for p in procs) if c is not None), None)
+        if code is not None or not procs:
+            break
+        time.sleep(0.05)
     if code is not None and code < 0:
         try:
             name = signal.Signals(-code).name

@@ -245,3 +245,17 @@ def test_report_on_500_runs_of_many_strategies_redraws_only_what_changed(tmp_pat
     # er's own plots and the scenario's comparison plots, in both formats; nothing else
     assert changed == {f"rotated-mnist__{kind}.{ext}" for ext in ("png", "svg")
                        for kind in ("heatmap__er", "forgetting__er", "average_accuracy", "forgetting_bwt", "cost")}
+
+
+def test_records_get_the_usual_file_mode(tmp_path):
+    import os
+    import stat
+
+    from benchmark.store import write_atomic
+
+    umask = os.umask(0o022)
+    try:
+        write_atomic(tmp_path / "run.json", "{}")
+    finally:
+        os.umask(umask)
+    assert stat.S_IMODE((tmp_path / "run.json").stat().st_mode) == 0o644
