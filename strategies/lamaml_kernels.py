@@ -21,17 +21,7 @@ import numpy as np
 import torch
 from numba import njit
 
-from strategies.mlp_kernels import _FAST, _forward, _nonzero
-
-
-@njit(cache=True, fastmath=_FAST)
-def _forward_all(wts, bs, zs, ids, ks, x):
-    last = len(wts) - 1
-    ks[0] = _nonzero(x, ids[0])
-    _forward(wts[0], bs[0], x, ids[0], ks[0], zs[0], last > 0)
-    for layer in range(1, last + 1):
-        ks[layer] = _nonzero(zs[layer - 1], ids[layer])
-        _forward(wts[layer], bs[layer], zs[layer - 1], ids[layer], ks[layer], zs[layer], layer < last)
+from strategies.mlp_kernels import _FAST, _forward, _forward_all, _nonzero
 
 
 @njit(cache=True, fastmath=_FAST)

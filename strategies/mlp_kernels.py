@@ -76,15 +76,23 @@ def _backward(wt, b, inp, idx, k, d, d_prev, want_prev, lr):
 
 
 @njit(cache=True, fastmath=_FAST)
-def _step(wts, bs, zs, ds, ids, ks, x, y, mask_row, use_mask, weight, lr):
-    """One SGD step on one example, in place on ``wts``/``bs``; returns the weighted loss.
-    ``ids[l]``/``ks[l]``: scratch for the nonzero inputs of layer l."""
+def _forward_all(wts, bs, zs, ids, ks, x):
+    """Every layer's output for input ``x`` into ``zs``; ``ids[l]``/``ks[l]`` list the nonzero
+    inputs of layer l (used again by the backward pass)."""
     last = len(wts) - 1
     ks[0] = _nonzero(x, ids[0])
     _forward(wts[0], bs[0], x, ids[0], ks[0], zs[0], last > 0)
     for layer in range(1, last + 1):
         ks[layer] = _nonzero(zs[layer - 1], ids[layer])
         _forward(wts[layer], bs[layer], zs[layer - 1], ids[layer], ks[layer], zs[layer], layer < last)
+
+
+@njit(cache=True, fastmath=_FAST)
+def _step(wts, bs, zs, ds, ids, ks, x, y, mask_row, use_mask, weight, lr):
+    """One SGD step on one example, in place on ``wts``/``bs``; returns the weighted loss.
+    ``ids[l]``/``ks[l]``: scratch for the nonzero inputs of layer l."""
+    last = len(wts) - 1
+    _forward_all(wts, bs, zs, ids, ks, x)
     logits = zs[last]
     n_out = logits.shape[0]
     top = -np.inf
