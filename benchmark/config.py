@@ -32,14 +32,15 @@ import yaml
 
 import scenarios
 import strategies
-from benchmark.models import BACKBONES
+from benchmark.models import BACKBONES, INITS
 
 TOP_KEYS = ("name", "seeds", "train", "model", "scenarios", "strategies", "description")
-TRAIN_DEFAULTS = {"batch_size": 10, "epochs": 1, "eval_batch_size": 1000, "device": "auto"}
-MODEL_DEFAULTS = {"name": "auto", "hidden": [100, 100]}
+TRAIN_DEFAULTS = {"batch_size": 10, "epochs": 1, "eval_batch_size": 1000, "device": "auto", "task_mask": True}
+MODEL_DEFAULTS = {"name": "auto", "hidden": [100, 100], "init": "torch"}
 DEVICES = ("auto", "cpu", "cuda")
 # settings that do not change results, so they stay out of the run id
 NOT_IN_RUN_ID = ("device", "eval_batch_size")
+SCENARIO_NOT_IN_RUN_ID = ("data_root", "download")  # where the data live, not what they are
 MAX_SEED = 2**32 - 1  # what every generator of a run (Python, NumPy, torch) accepts
 
 
@@ -99,7 +100,8 @@ class RunSpec:
     def identity(self) -> dict[str, Any]:
         """The resolved spec that the run id is a digest of."""
         return {
-            "scenario": self.scenario, "scenario_params": self.scenario_params,
+            "scenario": self.scenario,
+            "scenario_params": {k: v for k, v in self.scenario_params.items() if k not in SCENARIO_NOT_IN_RUN_ID},
             "strategy": self.strategy, "hparams": self.hparams, "seed": self.seed,
             "train": {k: v for k, v in self.train.items() if k not in NOT_IN_RUN_ID},
             "model": self.model,
@@ -113,7 +115,8 @@ class RunSpec:
         return f"{_safe(self.scenario)}__{_safe(self.strategy)}__s{self.seed}__{digest}"
 
     def to_dict(self) -> dict[str, Any]:
-        return {**self.identity(), "train": dict(self.train)}
+        """The whole resolved spec, including the settings that stay out of the run id."""
+        return {**self.identity(), "scenario_params": dict(self.scenario_params), "train": dict(self.train)}
 
 
 def _safe(name: str) -> str:
@@ -285,6 +288,8 @@ def validate(raw: dict[str, Any], *, where: str = "config") -> Experiment:
         v = train[k]
         if isinstance(v, bool) or not isinstance(v, int) or v < 1:
             raise ConfigError(f"{where}: train.{k} must be an integer >= 1, got {v!r}")
+    if not isinstance(train["task_mask"], bool):
+        raise ConfigError(f"{where}: train.task_mask must be true or false, got {train['task_mask']!r}")
     if train["device"] not in DEVICES:
         raise ConfigError(f"{where}: train.device is {train['device']!r}; allowed: {', '.join(DEVICES)}"
                           f"{_hint(str(train['device']), DEVICES)}")
@@ -292,6 +297,9 @@ def validate(raw: dict[str, Any], *, where: str = "config") -> Experiment:
     if model["name"] not in ("auto", *BACKBONES):
         raise ConfigError(f"{where}: model.name is {model['name']!r}; allowed: auto, {', '.join(BACKBONES)}"
                           f"{_hint(str(model['name']), ('auto', *BACKBONES))}")
+    if model["init"] not in INITS:
+        raise ConfigError(f"{where}: model.init is {model['init']!r}; allowed: {', '.join(INITS)}"
+                          f"{_hint(str(model['init']), INITS)}")
     hidden = model["hidden"]
     if not isinstance(hidden, list) or not hidden or not all(isinstance(h, int) and not isinstance(h, bool) and h >= 1 for h in hidden):
         raise ConfigError(f"{where}: model.hidden must be a non-empty list of integers >= 1, got {hidden!r}")

@@ -5,15 +5,28 @@
 - ``cnn``: a small convolutional network for 32x32 colour images, after the La-MAML CIFAR
   backbone: three 3x3 convolutions of 160 channels (stride 2, ReLU), then two fully
   connected layers of 320 units and the classifier.
+
+Initialisation (``init``, recorded in every run's config as ``model.init``):
+
+- ``torch``: PyTorch's default for ``nn.Linear``/``nn.Conv2d`` (Kaiming-uniform with
+  a = sqrt(5) for weights, uniform biases); neither paper's.
+- ``xavier``: the GEM and MER MNIST code (``model/common.py``, ``Xavier``): weights uniform in
+  [-a, a] with a = sqrt(3) * sqrt(2 / (fan_in + fan_out)) (Glorot and Bengio 2010, gain 1),
+  zero biases.
+- ``kaiming``: the La-MAML code (``model/meta/learner.py``, without ``--xav_init``):
+  ``torch.nn.init.kaiming_normal_`` with its defaults, i.e. normal with standard deviation
+  sqrt(2 / fan_in) (He et al. 2015), zero biases.
 """
 
 from __future__ import annotations
 
 import math
 
+import torch
 from torch import nn
 
 BACKBONES = ("mlp", "cnn")
+INITS = ("torch", "xavier", "kaiming")
 
 
 class MLP(nn.Module):
@@ -53,12 +66,35 @@ class ConvNet(nn.Module):
         return self.classifier(self.features(x))
 
 
-def build_model(name: str, *, input_shape: tuple[int, ...], n_classes: int, hidden: tuple[int, ...] = (100, 100)) -> nn.Module:
-    """The backbone ``name`` (one of :data:`BACKBONES`) for inputs of ``input_shape``."""
+@torch.no_grad()
+def initialise(model: nn.Module, init: str) -> nn.Module:
+    """Re-initialise every ``nn.Linear`` and ``nn.Conv2d`` of ``model`` in place by ``init``
+    (module docstring); ``torch`` leaves PyTorch's default as it is. Returns ``model``."""
+    if init not in INITS:
+        raise ValueError(f"unknown init '{init}'; allowed: {', '.join(INITS)}")
+    if init == "torch":
+        return model
+    for m in model.modules():
+        if isinstance(m, (nn.Linear, nn.Conv2d)):
+            if init == "xavier":
+                nn.init.xavier_uniform_(m.weight)
+            else:
+                nn.init.kaiming_normal_(m.weight)
+            if m.bias is not None:
+                m.bias.zero_()
+    return model
+
+
+def build_model(name: str, *, input_shape: tuple[int, ...], n_classes: int, hidden: tuple[int, ...] = (100, 100),
+                init: str = "torch") -> nn.Module:
+    """The backbone ``name`` (one of :data:`BACKBONES`) for inputs of ``input_shape``,
+    initialised by ``init`` (one of :data:`INITS`)."""
     if name == "mlp":
-        return MLP(input_size=math.prod(input_shape), n_classes=n_classes, hidden=tuple(hidden))
-    if name == "cnn":
+        model = MLP(input_size=math.prod(input_shape), n_classes=n_classes, hidden=tuple(hidden))
+    elif name == "cnn":
         if len(input_shape) != 3:
             raise ValueError(f"backbone 'cnn' needs image inputs (C, H, W), got shape {input_shape}; use 'mlp'")
-        return ConvNet(in_channels=input_shape[0], image_size=input_shape[1:], n_classes=n_classes)
-    raise ValueError(f"unknown backbone '{name}'; allowed: {', '.join(BACKBONES)}")
+        model = ConvNet(in_channels=input_shape[0], image_size=input_shape[1:], n_classes=n_classes)
+    else:
+        raise ValueError(f"unknown backbone '{name}'; allowed: {', '.join(BACKBONES)}")
+    return initialise(model, init)

@@ -253,7 +253,7 @@ def _train_and_evaluate(spec: RunSpec, progress: Progress | None, ckpt: Checkpoi
     backbone = stream.default_backbone if spec.model["name"] == "auto" else spec.model["name"]
     seed_everything(spec.seed)  # the model's init does not depend on how the data were drawn
     model = build_model(backbone, input_shape=stream.input_shape, n_classes=stream.n_classes,
-                        hidden=tuple(spec.model["hidden"])).to(device)
+                        hidden=tuple(spec.model["hidden"]), init=spec.model.get("init", "torch")).to(device)
     tests = eval_sets(stream, masked=stream.task_labels)
     eval_bs = spec.train["eval_batch_size"]
     n_tasks = stream.n_tasks

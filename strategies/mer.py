@@ -12,11 +12,18 @@ Algorithm 1 (default), for every incoming example (x, y), in stream order:
 3. the across-batch Reptile step ``theta <- theta_A0 + gamma * (theta - theta_A0)``
 4. offer (x, y) to the reservoir memory (so replay starts during the first task).
 
-Algorithm 6 ("one big batch"): the s batches of Algorithm 1 joined into one batch of s*k
-examples (the incoming example once per original batch), one Reptile step with ``gamma``;
-this equals Algorithm 1 with beta = 1. Algorithm 7: one batch of the example and
-``replay_batch`` memory examples in random order, the example's loss weighted by s, one
-Reptile step with ``gamma``.
+Algorithm 6 (``algorithm: 6``) follows the official ``meralg6.py`` by default
+(``alg6_form: official``): for every incoming example, ``batches_per_example`` batches (the
+official run scripts pass none, so its default of 1 applies), each made of ``replay_batch``
+memory examples followed by the incoming example *last*; plain single-example SGD through the
+batch, then a Reptile step ``theta <- theta_Wi0 + gamma * (theta - theta_Wi0)`` after *each*
+batch; no across-batch step. That is Algorithm 1 with beta = gamma, across-batch rate 1 and the
+incoming example last. The paper's Algorithm 6 ("one big batch", ``alg6_form: paper``) joins
+the s batches into one batch of s*k examples (the incoming example first in each original
+batch) followed by one Reptile step with ``gamma``: Algorithm 1 with beta = 1. With s = 1 the
+two forms differ only in the incoming example's position. Algorithm 7: one batch of the
+example and ``replay_batch`` memory examples in random order, the example's loss weighted by
+s, one Reptile step with ``gamma``.
 
 For ReLU MLPs (``fast_path``) the single-example SGD steps take a closed form: on the CPU a
 compiled kernel runs a whole minibatch of MER, Reptile steps and reservoir writes included
@@ -49,6 +56,7 @@ from strategies.functional import (
 from strategies.memory import ReservoirMemory
 
 ALGORITHMS = (1, 6, 7)
+ALG6_FORMS = ("official", "paper")  # meralg6.py, or the paper's Algorithm 6 (module docstring)
 INCOMING, SKIP = -1, -2  # plan entries of the compiled path (see strategies.mlp_kernels)
 
 
@@ -81,13 +89,17 @@ class MER(SingleThreadedExperiences, _meta_template()):
     """
 
     def __init__(self, *, model: torch.nn.Module, lr: float, beta: float, gamma: float, mem_size: int,
-                 replay_batch: int, batches_per_example: int, algorithm: int = 1, seed: int = 0,
-                 class_mask: torch.Tensor | None = None, fast_path: bool = True, **template_kwargs: Any):
+                 replay_batch: int, batches_per_example: int, algorithm: int = 1, alg6_form: str = "official",
+                 seed: int = 0, class_mask: torch.Tensor | None = None, fast_path: bool = True,
+                 **template_kwargs: Any):
         if algorithm not in ALGORITHMS:
             raise ValueError(f"MER algorithm must be one of {ALGORITHMS}, got {algorithm}")
+        if alg6_form not in ALG6_FORMS:
+            raise ValueError(f"MER alg6_form must be one of {ALG6_FORMS}, got {alg6_form!r}")
         super().__init__(model=model, optimizer=torch.optim.SGD(model.parameters(), lr=lr), **template_kwargs)
         self.lr, self.beta, self.gamma = lr, beta, gamma
         self.replay_batch, self.batches_per_example, self.algorithm = replay_batch, batches_per_example, algorithm
+        self.incoming_last = algorithm == 6 and alg6_form == "official"
         self.memory = ReservoirMemory(size=mem_size, seed=seed, device=self.device)
         self.inner_steps = 0
         self._order = torch.Generator().manual_seed(seed)
@@ -134,11 +146,11 @@ class MER(SingleThreadedExperiences, _meta_template()):
         net.load()
         mem = self.memory
         masks = net.no_mask if self._mask is None else self._mask.numpy()
-        beta = self.beta if self.algorithm == 1 else 1.0
+        beta, gamma = self._rates()
         losses = mer_minibatch(net.wts, net.bs, *net.snap_a, *net.snap_b, *net.scratch,
                                x.reshape(n, -1).float().contiguous().numpy(), y.numpy(), t.numpy(),
                                plan, weights, slots, mem.x.reshape(mem.size, -1).numpy(), mem.y.numpy(),
-                               mem.t.numpy(), masks, self._mask is not None, self.lr, beta, self.gamma)
+                               mem.t.numpy(), masks, self._mask is not None, self.lr, beta, gamma)
         net.store()
         self.inner_steps += int((plan != SKIP).sum())
         self.loss = torch.as_tensor(float(losses.mean()))
@@ -153,7 +165,7 @@ class MER(SingleThreadedExperiences, _meta_template()):
         for i in range(n):
             for b in range(rounds):
                 drawn = self.memory.draw(self.replay_batch) if self.replay_batch and len(self.memory) else ()
-                row = np.concatenate([[INCOMING], drawn]).astype(np.int64)
+                row = np.concatenate([drawn, [INCOMING]] if self.incoming_last else [[INCOMING], drawn]).astype(np.int64)
                 w = np.ones(len(row), dtype=np.float32)
                 if self.algorithm == 7:
                     w[0] = float(self.batches_per_example)
@@ -162,6 +174,14 @@ class MER(SingleThreadedExperiences, _meta_template()):
                 plan[i, b, :len(row)], weights[i, b, :len(row)] = row, w
             slots[i] = self.memory.reserve()
         return plan, weights, slots
+
+    def _rates(self) -> tuple[float, float]:
+        """(within-batch, across-batch) Reptile rates of Algorithms 1 and 6 (module docstring)."""
+        if self.algorithm == 1:
+            return self.beta, self.gamma
+        if self.incoming_last:  # official meralg6.py: gamma after every batch, nothing across
+            return self.gamma, 1.0
+        return 1.0, self.gamma  # the paper's Algorithm 6 (and Algorithm 7: one batch)
 
     def _outer_update(self, **kwargs):
         """Nothing: MER's meta-updates are the Reptile steps inside ``_inner_updates``."""
@@ -189,19 +209,24 @@ class MER(SingleThreadedExperiences, _meta_template()):
             weight[0] = float(self.batches_per_example)
             total += self._sgd_through(bx[order], by[order], bt[order], weight[order])
         else:
-            beta = 1.0 if self.algorithm == 6 else self.beta
+            beta, gamma = self._rates()
             for _ in range(self.batches_per_example):
                 copy_into(self._before_batch, self._params)
                 total += self._sgd_through(*self._batch(x, y, t))
                 reptile(self._params, self._before_batch, beta)
+            reptile(self._params, self._before_example, gamma)
+            return total.detach()
         reptile(self._params, self._before_example, self.gamma)
         return total.detach()
 
     def _batch(self, x, y, t):
-        """The incoming example first, then ``replay_batch`` distinct memory examples."""
+        """The incoming example first, then ``replay_batch`` distinct memory examples (the
+        memory examples first and the incoming one last in the official Algorithm 6)."""
         if self.replay_batch == 0 or len(self.memory) == 0:
             return x, y, t
         mx, my, mt = self.memory.sample(self.replay_batch)
+        if self.incoming_last:
+            return torch.cat([mx, x]), torch.cat([my, y]), torch.cat([mt, t])
         return torch.cat([x, mx]), torch.cat([y, my]), torch.cat([t, mt])
 
     def _sgd_through(self, bx, by, bt, weight=None) -> torch.Tensor:

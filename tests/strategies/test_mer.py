@@ -86,14 +86,23 @@ def test_replay_starts_during_the_first_task_and_counts_steps(stream):
     assert s.inner_steps == expected
 
 
-def test_algorithm_6_is_algorithm_1_with_beta_one(stream):
+def test_paper_algorithm_6_is_algorithm_1_with_beta_one(stream):
     base = _model(stream)
-    a6 = _train("mer", stream, copy.deepcopy(base), algorithm=6, beta=0.1, gamma=0.3, batches_per_example=2,
-                replay_batch=3)
+    a6 = _train("mer", stream, copy.deepcopy(base), algorithm=6, alg6_form="paper", beta=0.1, gamma=0.3,
+                batches_per_example=2, replay_batch=3)
     a1 = _train("mer", stream, copy.deepcopy(base), algorithm=1, beta=1.0, gamma=0.3, batches_per_example=2,
                 replay_batch=3)
     for p, q in zip(a6.model.parameters(), a1.model.parameters()):
         assert torch.equal(p, q)
+
+
+def test_official_algorithm_6_differs_from_the_paper_form(stream):
+    base = _model(stream)
+    hp = dict(algorithm=6, beta=0.1, gamma=0.3, batches_per_example=2, replay_batch=3)
+    official = _train("mer", stream, copy.deepcopy(base), **hp)
+    paper = _train("mer", stream, copy.deepcopy(base), alg6_form="paper", **hp)
+    assert official.inner_steps == paper.inner_steps
+    assert not torch.allclose(next(official.model.parameters()), next(paper.model.parameters()))
 
 
 def test_algorithm_7_weights_the_incoming_example(stream):
@@ -113,10 +122,10 @@ def test_bad_algorithm_is_rejected():
         strategies.resolve("mer", {"algorithm": 3})
 
 
-@pytest.mark.parametrize("algorithm", [1, 6, 7])
-def test_fast_mlp_path_equals_the_autograd_path(stream, algorithm):
+@pytest.mark.parametrize("algorithm,alg6_form", [(1, "official"), (6, "official"), (6, "paper"), (7, "official")])
+def test_fast_mlp_path_equals_the_autograd_path(stream, algorithm, alg6_form):
     base = _model(stream)
-    hp = dict(algorithm=algorithm, batches_per_example=3, replay_batch=4, mem_size=15, beta=0.3, gamma=0.7)
+    hp = dict(algorithm=algorithm, alg6_form=alg6_form, batches_per_example=3, replay_batch=4, mem_size=15, beta=0.3, gamma=0.7)
     fast = _train("mer", stream, copy.deepcopy(base), fast_path=True, **hp)
     slow = _train("mer", stream, copy.deepcopy(base), fast_path=False, **hp)
     assert fast._layers is not None and fast._compiled is not None and slow._layers is None
