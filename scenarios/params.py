@@ -23,7 +23,8 @@ class Param:
     """One keyword parameter of a stream.
 
     ``kind`` is one of :data:`KINDS`; ``optional`` allows ``None``; ``minimum`` bounds
-    numbers (inclusive); ``choices`` bounds strings.
+    numbers (inclusive); ``choices`` bounds strings (for a list kind: the named alternatives
+    to an explicit list, e.g. ``angles: progressive``).
     """
 
     name: str
@@ -55,7 +56,14 @@ class Param:
         if self.kind in ("int", "float"):
             return self._number(value, self.kind, where)
         if self.kind in ("int-list", "float-list"):
-            if isinstance(value, (str, bytes)) or not isinstance(value, Iterable):
+            if isinstance(value, str) and self.choices is not None:
+                if value not in self.choices:
+                    raise ScenarioError(f"{where} is {value!r}; allowed: {', '.join(self.choices)} or a list of "
+                                        f"{self.kind[:-5]} values{closest(value, self.choices)}")
+                return value
+            if isinstance(value, (str, bytes)) or not isinstance(value, Iterable) or isinstance(value, Mapping):
+                alternatives = f"{', '.join(self.choices)} or " if self.choices else ""
+                raise ScenarioError(f"{where} must be {alternatives}a list of {self.kind[:-5]} values, got {value!r}")
                 raise ScenarioError(f"{where} must be a list of {self.kind[:-5]} values, got {value!r}")
             return [self._number(v, self.kind[:-5], where) for v in value]
         raise AssertionError(f"undeclared kind {self.kind!r}")

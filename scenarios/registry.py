@@ -66,12 +66,18 @@ def _definitions() -> dict[str, StreamDef]:
                   "Permutations with 100 tasks x 200 examples (MER Many Permutations)", _permuted_params(100, 200),
                   check=streams.check_permuted),
         StreamDef("rotated-mnist", streams.rotated,
-                  "one fixed rotation angle per task, drawn in [0, 180) degrees (GEM/MER Rotations)",
+                  "one fixed rotation angle per task, growing task by task as GEM's generator draws them "
+                  "(GEM/MER/La-MAML Rotations)",
                   _source_params() + (
                       Param("n_tasks", "int", 20, "number of tasks (set by angles when they are given)", minimum=1),
                       Param("per_task", "int", 1000, "training examples per task", minimum=1),
-                      Param("angles", "float-list", None, "explicit angle per task, in degrees", optional=True),
-                      Param("interpolation", "str", "bilinear", "pixel interpolation of the rotation",
+                      Param("angles", "float-list", "progressive",
+                            "progressive (GEM: task t in [t, t+1) * (max-min)/T + min), uniform (each in "
+                            "[min, max)), or an explicit angle per task in degrees", choices=streams.ANGLE_MODES),
+                      Param("min_angle", "float", 0.0, "smallest angle drawn, in degrees"),
+                      Param("max_angle", "float", 180.0, "largest angle drawn (excluded), in degrees"),
+                      Param("interpolation", "str", "nearest",
+                            "pixel interpolation of the rotation (nearest: PIL's default, the papers' data)",
                             choices=INTERPOLATIONS),
                       Param("task_labels", "bool", False, "give task k the task label k (default: single head)"),
                   ), reconcile=streams.reconcile_angles, check=streams.check_rotated),

@@ -5,9 +5,20 @@ tasks as tensors; :mod:`scenarios.registry` validates parameters, loads the sour
 the tasks into an Avalanche scenario.
 
 Protocols (GEM, MER and La-MAML run scripts): one fixed pixel permutation per task, or one
-fixed rotation angle per task drawn uniformly in [0, 180) degrees; 1000 training examples per
-task for 20 tasks, 200 per task for Many Permutations (100 tasks). Examples of one task are
-drawn without replacement from the source's training split, independently for every task.
+fixed rotation angle per task; 1000 training examples per task for 20 tasks, 200 per task for
+Many Permutations (100 tasks). Examples of one task are drawn without replacement from the
+source's training split, independently for every task.
+
+Rotations: the MER and La-MAML MNIST Rotations data are the file made by GEM's generator
+(facebookresearch/GradientEpisodicMemory, ``data/mnist_rotations.py``; MER's ``get_data.py``
+downloads it prebuilt, and La-MAML's README sends users to the same ``get_data.py``). That
+generator gives task t of T one angle drawn uniformly in
+[t*(max-min)/T + min, (t+1)*(max-min)/T + min) degrees, min 0 and max 180 in the run
+scripts, so the angles grow task by task (``angles: progressive``, our default), and rotates
+with PIL's ``Image.rotate`` (nearest neighbour; ``interpolation: nearest``, our default).
+``angles: uniform`` draws every angle independently in [min, max), the stream of our first
+version. Our draw uses our own seeded generator (GEM's uses Python's unseeded ``random``), so
+the angles are not GEM's numbers but follow its distribution.
 """
 
 from __future__ import annotations
@@ -83,41 +94,63 @@ def permuted(data: ImageData, *, seed: int, n_tasks: int, per_task: int, identit
     return tasks
 
 
+ANGLE_MODES = ("progressive", "uniform")
+
+
 def reconcile_angles(resolved: dict[str, Any], given: dict[str, Any]) -> dict[str, Any]:
-    """Explicit ``angles`` fix the number of tasks; an explicit ``n_tasks`` must agree."""
+    """Explicit ``angles`` fix the number of tasks; an explicit ``n_tasks`` must agree; the
+    angle range must not be empty."""
     angles = resolved["angles"]
-    if angles is None:
+    if resolved["max_angle"] < resolved["min_angle"]:
+        raise ScenarioError(f"max_angle={resolved['max_angle']:g} is below min_angle={resolved['min_angle']:g}; "
+                            "give min_angle <= max_angle")
+    if isinstance(angles, str):
         return resolved
     if not angles:
-        raise ScenarioError("angles is empty; give at least one angle, or leave it out to draw them")
+        raise ScenarioError(f"angles is empty; give at least one angle, or one of {', '.join(ANGLE_MODES)} to draw them")
     if "n_tasks" in given and given["n_tasks"] != len(angles):
         raise ScenarioError(f"n_tasks={given['n_tasks']} but {len(angles)} angles were given; make them agree")
     return {**resolved, "n_tasks": len(angles)}
 
 
-def rotated(data: ImageData, *, seed: int, n_tasks: int, per_task: int, angles: list[float] | None,
-            interpolation: str, task_labels: bool, test_per_task: int | None, **_: Any) -> list[TaskData]:
+def rotation_angles(*, seed: int, n_tasks: int, mode: str = "progressive", min_angle: float = 0.0,
+                    max_angle: float = 180.0) -> list[float]:
+    """The angle of every task of a rotated stream drawn for ``seed`` (module docstring):
+    ``progressive`` (GEM's generator) draws task t uniformly in
+    [t*(max-min)/T + min, (t+1)*(max-min)/T + min); ``uniform`` draws every task in [min, max).
+    Task t's draw uses its own generator, so with ``uniform`` a stream of 10 tasks is the
+    prefix of the same stream with 20; with ``progressive`` the ranges depend on T."""
+    if mode not in ANGLE_MODES:
+        raise ScenarioError(f"angles is {mode!r}; allowed: {', '.join(ANGLE_MODES)} or a list of angles")
+    span = max_angle - min_angle
+    out = []
+    for k in range(n_tasks):
+        u = float(torch.rand((), generator=task_generator(seed, _ANGLE, k), dtype=torch.float64))
+        if mode == "uniform":
+            out.append(min_angle + u * span)
+        else:
+            lo, hi = k / n_tasks * span + min_angle, (k + 1) / n_tasks * span + min_angle
+            out.append(lo + u * (hi - lo))
+    return out
+
+
+def rotated(data: ImageData, *, seed: int, n_tasks: int, per_task: int, angles: str | list[float],
+            min_angle: float, max_angle: float, interpolation: str, task_labels: bool,
+            test_per_task: int | None, **_: Any) -> list[TaskData]:
     """Rotated streams: task k rotates its examples and the test set by one fixed angle, drawn
-    uniformly in [0, 180) degrees unless ``angles`` lists them (see :func:`reconcile_angles`)."""
+    by :func:`rotation_angles` unless ``angles`` lists them (see :func:`reconcile_angles`)."""
     _check_images(data)
     x_te, y_te = _test_subset(data, test_per_task, seed=seed)
+    if isinstance(angles, str):
+        angles = rotation_angles(seed=seed, n_tasks=n_tasks, mode=angles, min_angle=min_angle, max_angle=max_angle)
     tasks = []
     for k in range(n_tasks):
-        if angles is not None:
-            angle = float(angles[k])
-        else:
-            angle = float(torch.rand((), generator=task_generator(seed, _ANGLE, k), dtype=torch.float64) * 180.0)
+        angle = float(angles[k])
         x, y = _sample_train(data, per_task, seed=seed, task=k)
         tasks.append(TaskData(rotate_images(x, angle, interpolation=interpolation), y,
                               rotate_images(x_te, angle, interpolation=interpolation), y_te,
                               k if task_labels else 0, _all_classes(data)))
     return tasks
-
-
-def rotation_angles(*, seed: int, n_tasks: int) -> list[float]:
-    """The angles a rotated stream draws for ``seed`` (for reports and tests)."""
-    return [float(torch.rand((), generator=task_generator(seed, _ANGLE, k), dtype=torch.float64) * 180.0)
-            for k in range(n_tasks)]
 
 
 def _split_order(data: ImageData, *, seed: int, n_tasks: int, class_order: list[int] | None,

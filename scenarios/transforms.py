@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-INTERPOLATIONS = ("bilinear", "nearest")
+INTERPOLATIONS = ("nearest", "bilinear")
 
 
 def task_generator(seed: int, purpose: int, task: int) -> torch.Generator:
@@ -32,15 +32,22 @@ def permute_pixels(x: torch.Tensor, perm: torch.Tensor) -> torch.Tensor:
     return x.reshape(n, c, h * w)[:, :, perm].reshape(n, c, h, w).contiguous()
 
 
-def rotate_images(x: torch.Tensor, angle: float, *, interpolation: str = "bilinear") -> torch.Tensor:
+def rotate_images(x: torch.Tensor, angle: float, *, interpolation: str = "nearest") -> torch.Tensor:
     """Rotate every image ``(N, C, H, W)`` by ``angle`` degrees counter-clockwise about its
-    centre; pixels that come from outside the image are 0. Multiples of 90 degrees are
-    exact (``torch.rot90``), so 0 degrees is the identity to the bit."""
-    quarter_turns, rest = divmod(float(angle), 90.0)
-    if rest == 0.0 and x.shape[-1] == x.shape[-2]:
-        return torch.rot90(x, int(quarter_turns) % 4, dims=(-2, -1)).contiguous()
-    from torchvision.transforms import InterpolationMode
-    from torchvision.transforms.functional import rotate
+    centre, channel by channel, with PIL's ``Image.rotate`` (same size, pixels from outside the
+    image are 0), as GEM's ``data/mnist_rotations.py`` makes the Rotations data that MER and
+    La-MAML use: ``nearest`` is PIL's default resampling (the papers' data), ``bilinear`` the
+    smooth alternative. Nearest neighbour only selects pixels, so rotating float images gives
+    the very pixels a uint8 ('L') rotation gives. Multiples of 90 degrees are exact
+    (PIL transposes), so 0 degrees is the identity to the bit."""
+    from PIL import Image
 
-    mode = InterpolationMode.BILINEAR if interpolation == "bilinear" else InterpolationMode.NEAREST
-    return rotate(x, float(angle), interpolation=mode, fill=0.0).contiguous()
+    if interpolation not in INTERPOLATIONS:
+        raise ValueError(f"interpolation must be one of {INTERPOLATIONS}, got {interpolation!r}")
+    resample = Image.Resampling.NEAREST if interpolation == "nearest" else Image.Resampling.BILINEAR
+    arr = x.detach().cpu().numpy().astype(np.float32, copy=False)
+    out = np.empty_like(arr)
+    for n in range(arr.shape[0]):
+        for c in range(arr.shape[1]):
+            out[n, c] = np.asarray(Image.fromarray(np.ascontiguousarray(arr[n, c])).rotate(float(angle), resample=resample))
+    return torch.from_numpy(out)

@@ -218,7 +218,7 @@ CASES = [
     c("unknown model", r"model.name is 'mpl'; allowed: auto, mlp, cnn \(did you mean 'mlp'\?\)", edit(("model.name", "mpl"))),
     c("unknown ewc mode", r"strategy 'ewc': hyperparameter 'mode' is 'onlin'; allowed: separate, online \(did you mean 'online'\?\)",
       edit(("strategies.0", {"name": "ewc", "mode": "onlin"}))),
-    c("unknown interpolation", r"parameter 'interpolation' is 'bilinar'; allowed: bilinear, nearest \(did you mean 'bilinear'\?\)",
+    c("unknown interpolation", r"parameter 'interpolation' is 'bilinar'; allowed: nearest, bilinear \(did you mean 'bilinear'\?\)",
       edit(("scenarios.0", {"name": "rotated-mnist", "source": "digits", "n_tasks": 2, "per_task": 50,
                             "interpolation": "bilinar"}))),
     # -- seeds ------------------------------------------------------------------------------------

@@ -76,15 +76,49 @@ def test_rotated_train_and_test_share_the_angle():
     assert torch.equal(x1, torch.rot90(src.x_test, 1, dims=(2, 3)))
 
 
-def test_rotated_angles_are_drawn_in_0_180():
-    angles = rotation_angles(seed=0, n_tasks=200)
+def test_progressive_angles_grow_task_by_task_as_gem_draws_them():
+    """GEM's data/mnist_rotations.py: task t of T in [t*(max-min)/T + min, (t+1)*(max-min)/T + min)."""
+    for n_tasks, lo, hi in ((20, 0.0, 180.0), (7, 10.0, 50.0)):
+        angles = rotation_angles(seed=0, n_tasks=n_tasks, min_angle=lo, max_angle=hi)
+        width = (hi - lo) / n_tasks
+        for t, a in enumerate(angles):
+            assert lo + t * width <= a < lo + (t + 1) * width, (t, a)
+    assert rotation_angles(seed=0, n_tasks=20) != rotation_angles(seed=1, n_tasks=20)
+
+
+def test_uniform_angles_are_independent_draws_in_the_range():
+    angles = rotation_angles(seed=0, n_tasks=200, mode="uniform")
     assert min(angles) >= 0.0 and max(angles) < 180.0
     assert np.histogram(angles, bins=4, range=(0, 180))[0].min() > 30  # spread over the whole range
-    s = scenarios.build("rotated-mnist", seed=0, n_tasks=2, per_task=10)
+    assert sorted(angles) != angles  # not growing
+    # each task's draw is its own: 10 tasks are the prefix of 20
+    assert rotation_angles(seed=0, n_tasks=10, mode="uniform") == angles[:10]
+
+
+def test_rotated_stream_is_gems_pil_rotation_of_the_same_digits():
+    """Task images equal GEM's rotate_dataset: uint8 'L' image, PIL Image.rotate (nearest), / 255."""
+    from PIL import Image
+
+    s = scenarios.build("rotated-mnist", seed=0, n_tasks=3, per_task=10, test_per_task=40)
+    assert s.params["angles"] == "progressive" and s.params["interpolation"] == "nearest"
+    angles = rotation_angles(seed=0, n_tasks=3)
     src = scenarios.load_source("mnist5k")
-    (x0, _, _), _ = _tensors(s, "test")
-    expected = scenarios.transforms.rotate_images(src.x_test, angles[0])
-    assert torch.equal(x0, expected)
+    x_test = src.x_test[torch.randperm(len(src.y_test), generator=scenarios.transforms.task_generator(0, 5, 0))[:40].sort()[0]]
+    for (x, _, _), angle in zip(_tensors(s, "test"), angles):
+        digits = (x_test[:, 0] * 255).round().to(torch.uint8).numpy()
+        gem = np.stack([np.asarray(Image.fromarray(d).rotate(angle)) for d in digits]).astype(np.float32) / 255
+        assert np.allclose(x[:, 0].numpy(), gem, atol=1e-6)
+        assert not torch.equal(x, x_test)  # rotated: the angles here are not multiples of 90
+    uniform = scenarios.build("rotated-mnist", seed=0, n_tasks=3, per_task=10, test_per_task=40, angles="uniform")
+    assert not torch.equal(_tensors(uniform, "test")[2][0], _tensors(s, "test")[2][0])
+
+
+def test_bilinear_rotation_differs_from_nearest():
+    s_n = scenarios.build("rotated-mnist", seed=0, n_tasks=2, per_task=10, test_per_task=20)
+    s_b = scenarios.build("rotated-mnist", seed=0, n_tasks=2, per_task=10, test_per_task=20, interpolation="bilinear")
+    xn, xb = _tensors(s_n, "test")[1][0], _tensors(s_b, "test")[1][0]
+    assert not torch.equal(xn, xb)
+    assert abs(float(xn.sum()) - float(xb.sum())) / float(xn.sum()) < 0.05  # the same digits, smoothed
 
 
 def test_split_class_incremental_and_task_incremental():
