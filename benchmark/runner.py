@@ -270,6 +270,7 @@ def _train_and_evaluate(spec: RunSpec, progress: Progress | None, ckpt: Checkpoi
         device=device, batch_size=spec.train["batch_size"], epochs=spec.train["epochs"], eval_batch_size=eval_bs,
         n_classes=stream.n_classes, input_shape=stream.input_shape, task_labels=stream.task_labels,
         classes_per_task=stream.classes_per_task, seed=spec.seed, plugins=(monitor,),
+        mask_training=spec.train.get("task_mask", True),
     )
     strategy = strategies.build(spec.strategy, model=model, context=context, **spec.hparams)
     model = strategy.model  # a strategy may wrap or replace the model

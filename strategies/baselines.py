@@ -85,10 +85,17 @@ def register_baselines(registry: Registry) -> None:
 
     @reg("er", aliases=("experience-replay",), check=replay_within_memory)
     def er(*, model, context: StrategyContext, lr: LR = 0.1, mem_size: POSITIVE = 200,
-           replay_batch: POSITIVE = 10, momentum: MOMENTUM = 0.0):
-        """Experience replay with a reservoir memory updated online (Chaudhry et al. 2019)."""
+           replay_batch: POSITIVE = 10, momentum: MOMENTUM = 0.0, per_example: bool = False):
+        """Experience replay with a reservoir memory updated online: one SGD step per minibatch
+        joined with replay_batch memory examples (Chaudhry et al. 2019), or with ``per_example``
+        one step per incoming example, MER's ER baseline (Riemer et al. 2019, Alg. 4, eralg4.py)."""
         from avalanche.training import Naive
 
+        if per_example:
+            from strategies.er import PerExampleReplay
+
+            return PerExampleReplay(model=model, lr=lr, mem_size=mem_size, replay_batch=replay_batch, momentum=momentum,
+                                    seed=context.seed, class_mask=context.class_mask, **context.template_kwargs())
         plugin = make_online_replay_plugin(mem_size=mem_size, replay_batch=replay_batch, seed=context.seed,
                                            device=context.device)
         return Naive(model=model, optimizer=_sgd(model, lr, momentum), **context.template_kwargs(plugins=[plugin]))
@@ -167,10 +174,15 @@ def register_baselines(registry: Registry) -> None:
                           alpha_init: NON_NEGATIVE = 0.15, mem_size: POSITIVE = 200, replay_batch: POSITIVE = 10,
                           lr: LR = 0.1):
         """Avalanche 0.6's LaMAML (lamaml_v2), as it ships (memory filled at experience end);
-        ``lr`` is the weight step of its synchronous mode."""
+        ``lr`` is the weight step of its synchronous mode. Its constructor re-initialises the
+        model (``self.model.apply(init_kaiming_normal)``); the weights the harness gave it are
+        put back, so that it starts from the same initialisation as every other strategy."""
         from avalanche.training.supervised.lamaml_v2 import LaMAML
 
-        return LaMAML(model=TaskLabelTolerant(model=model), optimizer=_sgd(model, lr), n_inner_updates=n_inner_updates,
+        given = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        strategy = LaMAML(model=TaskLabelTolerant(model=model), optimizer=_sgd(model, lr), n_inner_updates=n_inner_updates,
                       second_order=second_order, grad_clip_norm=grad_clip_norm, learn_lr=learn_lr,
                       lr_alpha=lr_alpha, sync_update=sync_update, alpha_init=alpha_init,
                       max_buffer_size=mem_size, buffer_mb_size=replay_batch, **context.template_kwargs())
+        model.load_state_dict(given)
+        return strategy

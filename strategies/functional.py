@@ -71,6 +71,42 @@ def task_mask(classes_per_task: Sequence[Sequence[int]], n_classes: int, device)
     return mask
 
 
+def label_mask(classes_per_task: Sequence[Sequence[int]], n_classes: int, device) -> torch.Tensor:
+    """(n_classes, n_classes) additive mask by label: row c is 0 on the classes of the task that
+    holds class c and -inf elsewhere (0 everywhere for a class of no task). This is the task mask
+    of :func:`task_mask` read through the label instead of the task label, so that a loss that
+    sees only (logits, labels), as Avalanche's criteria do, masks each example by its own task.
+    It is the same mask whenever the tasks that share a class have the same classes (split
+    streams: each class in one task; permuted streams: every task has all classes); anything
+    else raises ValueError."""
+    mask = torch.zeros((n_classes, n_classes), device=device)
+    owner: dict[int, tuple[int, ...]] = {}
+    for classes in classes_per_task:
+        group = tuple(sorted(int(c) for c in classes))
+        for c in group:
+            if owner.setdefault(c, group) != group:
+                raise ValueError(f"class {c} belongs to tasks with different classes ({list(owner[c])} and "
+                                 f"{list(group)}): a label does not tell which task's classes to mask")
+    for c, group in owner.items():
+        mask[c] = float("-inf")
+        mask[c, list(group)] = 0.0
+    return mask
+
+
+class TaskMaskedCrossEntropy(torch.nn.Module):
+    """Cross-entropy with each example scored among the classes of its own task (task-incremental
+    training with a single head used as a multi-head): ``CE(logits + M[y], y)`` with ``M`` from
+    :func:`label_mask`. The criterion the harness gives every Avalanche template on
+    task-incremental streams, so that their losses, inner loops included, are masked as ours."""
+
+    def __init__(self, *, classes_per_task: Sequence[Sequence[int]], n_classes: int, device="cpu"):
+        super().__init__()
+        self.register_buffer("by_label", label_mask(classes_per_task, n_classes, device))
+
+    def forward(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(logits + self.by_label.to(logits.device)[y], y)
+
+
 def masked_cross_entropy(logits: torch.Tensor, y: torch.Tensor, t: torch.Tensor, mask: torch.Tensor | None,
                          weight: torch.Tensor | None = None) -> torch.Tensor:
     """Mean cross-entropy; with a task ``mask`` each example is scored only among the classes

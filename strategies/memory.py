@@ -49,6 +49,11 @@ class ReservoirMemory:
     def add(self, x: torch.Tensor, y: torch.Tensor, t: torch.Tensor) -> None:
         """Offer every example of a batch to the reservoir, in order."""
         self.storage(x)
+        if len(x) == 1:  # the common case of online strategies, without building index tensors
+            slot = self.reserve()
+            if slot >= 0:
+                self.x[slot], self.y[slot], self.t[slot] = x.detach()[0], y.detach()[0], t.detach()[0]
+            return
         # a later example of the batch may overwrite the slot of an earlier one: keep the last
         last = {}
         for row in range(len(x)):

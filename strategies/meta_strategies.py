@@ -13,7 +13,6 @@ from typing import Annotated
 
 from strategies.context import StrategyContext
 from strategies.errors import StrategyError
-from strategies.functional import task_mask
 from strategies.hparams import Choice, Range, replay_within_memory
 from strategies.registry import Registry
 
@@ -24,12 +23,6 @@ POSITIVE = Annotated[int, Range(ge=1)]
 COUNT = Annotated[int, Range(ge=0)]
 # La-MAML's meta-loss: after every inner step (official code) or once after the last (paper, Alg. 1)
 META_LOSS = Annotated[str, Choice("every-step", "final")]
-
-
-def _mask(context: StrategyContext):
-    if not context.task_labels:
-        return None
-    return task_mask(context.classes_per_task, context.n_classes, context.device)
 
 
 def _mer_check(hp: dict) -> None:
@@ -55,12 +48,12 @@ def register_meta_strategies(registry: Registry) -> None:
         return MER(model=model, lr=lr, beta=beta, gamma=gamma, mem_size=mem_size, replay_batch=replay_batch,
                    batches_per_example=batches_per_example, algorithm=algorithm, alg6_form=alg6_form,
                    seed=context.seed, fast_path=fast_path,
-                   class_mask=_mask(context), **context.template_kwargs())
+                   class_mask=context.class_mask, **context.template_kwargs())
 
     def _lamaml(model, context, **kw):
         from strategies.lamaml import LookAheadMAML
 
-        return LookAheadMAML(model=model, seed=context.seed, class_mask=_mask(context), **kw,
+        return LookAheadMAML(model=model, seed=context.seed, class_mask=context.class_mask, **kw,
                              **context.template_kwargs())
 
     @reg("c-maml", aliases=("online-maml", "cmaml"), check=replay_within_memory)
