@@ -10,7 +10,10 @@ Inner steps are counted the same way on both sides: one inner step is one single
 SGD step (MER) or one single-example fast-weight update (La-MAML, C-MAML). Ours count them
 as they take them; Avalanche's are counted by a plugin from what each minibatch feeds its
 inner loop (MER: ``n_inner_steps * (minibatch + min(batch_size_mem, memory))``; lamaml_v2:
-one per non-empty chunk of the minibatch).
+one per non-empty chunk of the minibatch). Meta-loss evaluations (one forward pass of the
+meta-batch at the fast weights) are counted on both sides too: ours by the strategy, lamaml_v2's
+as the number of meta-losses it averages per minibatch; a ratio is at equal work when both
+sides take the same inner steps and meta-losses.
 
 The hardware floor of one single-example SGD step on the MLP is computed from its FLOPs and
 the bytes of weights it touches, against this CPU's measured single-thread matmul rate and
@@ -68,6 +71,11 @@ def _avalanche_step_counter():
         def __init__(self):
             super().__init__()
             self.inner_steps = 0
+            self.meta_losses = 0
+
+        def after_inner_updates(self, strategy, **kwargs):
+            if hasattr(strategy, "meta_losses"):  # lamaml_v2: one meta-loss per chunk, all averaged
+                self.meta_losses += len(strategy.meta_losses)
 
         def before_inner_updates(self, strategy, **kwargs):
             n = len(strategy.mb_y)
@@ -84,16 +92,19 @@ def _avalanche_step_counter():
 def configurations(*, glances: int) -> dict[str, tuple[str, dict[str, Any]]]:
     """label -> (registered strategy, hyperparameters), equal settings on both sides.
 
-    ``la-maml``/``c-maml`` take a meta-loss after every inner step, as the official code does;
-    Avalanche's lamaml_v2 takes one per minibatch, as the paper's Algorithm 1 writes it, which
-    is about ten times less work at batch size 10. The ``-final`` variants take that one
-    meta-loss too (``meta_loss="final"``): the ratio at equal work."""
+    ``la-maml``/``c-maml`` take a single-example inner step and a meta-loss after each, as the
+    official code does; Avalanche's lamaml_v2 takes an inner step and a meta-loss per chunk of
+    the minibatch and averages the meta-losses: with ``n_inner_updates`` = batch size (10) its
+    chunks are single examples, so both sides take the same 10 inner steps and 10 meta-losses
+    per minibatch (equal work). The ``-final`` variants take one meta-loss per glance
+    (``meta_loss="final"``, the paper's Algorithm 1): less work than lamaml_v2 here."""
     lamaml = {"mem_size": 200, "replay_batch": 10, "glances": glances}
     return {
         "mer": ("mer", {"lr": 0.03, "beta": 0.03, "gamma": 1.0, "mem_size": 200, "replay_batch": 10,
                         "batches_per_example": 1}),
         "avalanche-mer": ("avalanche-mer", {"lr": 0.03, "beta": 0.03, "gamma": 1.0, "mem_size": 200,
                                             "replay_batch": 10, "n_inner_steps": 1}),
+        "er-per-example": ("er", {"lr": 0.1, "mem_size": 200, "replay_batch": 10, "per_example": True}),
         "c-maml": ("c-maml", {"opt_wt": 0.1, "alpha_init": 0.1, **lamaml}),
         "la-maml": ("la-maml", {"opt_lr": 0.3, "alpha_init": 0.15, **lamaml}),
         "c-maml-final": ("c-maml", {"opt_wt": 0.1, "alpha_init": 0.1, "meta_loss": "final", **lamaml}),
@@ -126,8 +137,10 @@ def measure(label: str, name: str, hparams: dict[str, Any], *, stream, seed: int
             strategy.train(exp)
         elapsed = time.perf_counter() - t0
     steps = counter.inner_steps if counter else strategy.inner_steps
+    meta = counter.meta_losses if counter else getattr(strategy, "meta_losses", 0)
     return {"us_per_step": elapsed / max(steps, 1) * 1e6, "examples_per_s": examples / elapsed,
-            "peak_rss_mb": rss.peak, "inner_steps": int(steps), "seconds": elapsed, "examples": examples}
+            "peak_rss_mb": rss.peak, "inner_steps": int(steps), "meta_losses": int(meta), "seconds": elapsed,
+            "examples": examples}
 
 
 def cpu_rates() -> dict[str, float]:
@@ -234,7 +247,7 @@ def run(*, size: str = "small", seed: int = 0, glances: int = 1, only: list[str]
         sparse = mlp_floor(rates=rates, input_density=density)
         floor.update(input_density=density, sparse_floor_us=sparse["floor_us"],
                      sparse_bytes_per_step=sparse["bytes_per_step"], sparse_flops_per_step=sparse["flops_per_step"])
-    ratios = {}
+    ratios, equal = {}, {}
     pairs = [("mer", "avalanche-mer")] + [(ours, "avalanche-la-maml") for ours in
                                           ("la-maml", "c-maml", "la-maml-final", "c-maml-final")]
     for ours, theirs in pairs:
@@ -242,11 +255,13 @@ def run(*, size: str = "small", seed: int = 0, glances: int = 1, only: list[str]
             key = "us_per_step" if ours == "mer" else "examples_per_s"
             a, b = figures[theirs][key], figures[ours][key]
             ratios[f"{ours}_vs_{theirs}"] = a / b if key == "us_per_step" else b / a
+            equal[f"{ours}_vs_{theirs}"] = (figures[ours]["inner_steps"] == figures[theirs]["inner_steps"]
+                                            and figures[ours]["meta_losses"] == figures[theirs]["meta_losses"])
     for f in figures.values():
         f["times_floor"] = f["us_per_step"] / floor["floor_us"]
     return {"machine": {**machine(), "threads_used": 1}, "size": size, "examples_per_task": SIZES[size],
             "glances": glances, "repeat": repeat, "jit_load_s": jit_s, "counting": __doc__.split("\n\n")[2].replace("\n", " "), "floor": floor,
-            "strategies": figures, "ratios": ratios}
+            "strategies": figures, "ratios": ratios, "equal_work": equal}
 
 
 def render(result: dict[str, Any]) -> str:
@@ -257,13 +272,17 @@ def render(result: dict[str, Any]) -> str:
              f"glances {result['glances']}; median of {result['repeat']} round-robin runs per strategy",
              "inner step = one single-example SGD step or fast-weight update, counted alike on both sides",
              f"compiled kernels loaded before timing in {result['jit_load_s']:.2f} s (once per process)", "",
-             f"{'strategy':<20}{'us/step':>10}{'examples/s':>12}{'peak MiB':>10}{'inner steps':>13}{'x floor':>9}"]
+             f"{'strategy':<20}{'us/step':>10}{'examples/s':>12}{'peak MiB':>10}{'inner steps':>13}"
+             f"{'meta-losses':>13}{'x floor':>9}"]
     for label, s in result["strategies"].items():
+        meta = f"{s['meta_losses']:>13d}" if s.get("meta_losses") else f"{'-':>13}"
         lines.append(f"{label:<20}{s['us_per_step']:>10.1f}{s['examples_per_s']:>12.1f}{s['peak_rss_mb']:>10.0f}"
-                     f"{s['inner_steps']:>13d}{s['times_floor']:>9.1f}")
+                     f"{s['inner_steps']:>13d}{meta}{s['times_floor']:>9.1f}")
     lines += ["", "ratios (Avalanche's time over ours; > 1 = ours faster):"]
+    work = result.get("equal_work", {})
     lines += [f"  {k}: {v:.1f}x" + ("  (per inner step)" if k.startswith("mer") else "  (per incoming example)")
-              + ("  (equal work: one meta-loss per minibatch on both sides)" if "-final" in k else "")
+              + ("" if k.startswith("mer") else "  (equal work: same inner steps and meta-losses)" if work.get(k)
+                 else "  (unequal work: see the inner steps and meta-losses)")
               for k, v in result["ratios"].items()]
     lines += ["", f"hardware floor of one SGD step on MLP 784-100-100-10: {f['flops_per_step'] / 1e3:.0f} kFLOP, "
               f"{f['bytes_per_step'] / 1e3:.0f} kB of weights touched; at {f['matmul_gflops']:.1f} GFLOP/s and "

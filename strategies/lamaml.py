@@ -12,7 +12,11 @@ For every incoming minibatch, ``glances`` times (official ``model/lamaml.py``):
    after each inner step the meta-loss ``L(B; theta_{i+1})`` is taken;
 3. meta-loss = mean of those B-losses (the official code accumulates one per inner step;
    ``meta_loss="final"`` takes only the one after the last inner step, as the paper's
-   Algorithm 1 writes it, ``L_t(theta_k, b_m)``, and as Avalanche's lamaml_v2 does);
+   Algorithm 1 writes it, ``L_t(theta_k, b_m)``). Avalanche 0.6's lamaml_v2 is in between:
+   it cuts the minibatch into ``n_inner_updates`` chunks, takes one inner step per chunk (on
+   the chunk's mean loss) and a meta-loss after each, and averages them; with
+   ``n_inner_updates`` equal to the batch size it takes the same inner steps and meta-losses
+   as ``every-step`` here;
    its gradients reach theta and alpha through the fast weights (first order: the inner
    gradients are constants; ``second_order``: differentiated too);
 4. both meta-gradients are clipped to norm ``grad_clip_norm`` (the official code's effective
@@ -67,6 +71,7 @@ class LookAheadMAML(SingleThreadedExperiences, _meta_template()):
         self.replay_batch, self.second_order, self.grad_clip_norm = replay_batch, second_order, grad_clip_norm
         self.memory = ReservoirMemory(size=mem_size, seed=seed, device=self.device)
         self.inner_steps = 0
+        self.meta_losses = 0  # meta-loss evaluations, L(B; theta_{i+1}), for the speed benchmark's equal work
         self._order = torch.Generator().manual_seed(seed)
         self._mask = class_mask
         self._names, self._params = trainable(self.model)
@@ -136,6 +141,7 @@ class LookAheadMAML(SingleThreadedExperiences, _meta_template()):
 
     # -- one glance ------------------------------------------------------------------
     def _glance(self, x, y, t, *, remember: bool) -> torch.Tensor:
+        self.meta_losses += 1 if self.final_meta_loss else len(y)
         if self.replay_batch and len(self.memory):
             mx, my, mt = self.memory.sample(self.replay_batch)
             bx, by, bt = torch.cat([mx, x]), torch.cat([my, y]), torch.cat([mt, t])

@@ -49,3 +49,20 @@ def test_median_of_repeated_runs_is_reported(tmp_path):
     mer = result["strategies"]["mer"]
     assert len(mer["runs_us_per_step"]) == 3
     assert mer["us_per_step"] == sorted(mer["runs_us_per_step"])[1]
+
+
+def test_meta_losses_are_counted_on_both_sides_and_equal_work_is_said_only_when_true(tmp_path, capsys):
+    out = tmp_path / "speed.json"
+    assert main(["speed", "--size", "tiny", "--only", "la-maml", "la-maml-final", "avalanche-la-maml", "--repeat", "1",
+                 "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    data = json.loads(out.read_text())
+    s = data["strategies"]
+    # 2 tasks x 50 examples in minibatches of 10, one glance: every-step = one meta-loss per example;
+    # lamaml_v2 with n_inner_updates 10 = one per single-example chunk; final = one per minibatch
+    assert s["la-maml"]["meta_losses"] == 100 and s["avalanche-la-maml"]["meta_losses"] == 100
+    assert s["la-maml-final"]["meta_losses"] == 10
+    assert s["la-maml"]["inner_steps"] == s["avalanche-la-maml"]["inner_steps"] == 100
+    assert data["equal_work"] == {"la-maml_vs_avalanche-la-maml": True, "la-maml-final_vs_avalanche-la-maml": False}
+    assert "la-maml_vs_avalanche-la-maml" in printed and "(equal work: same inner steps and meta-losses)" in printed
+    assert "unequal work" in printed
