@@ -75,8 +75,19 @@ def _parser() -> argparse.ArgumentParser:
     lst = sub.add_parser("list", help="registered strategies and scenarios with their parameters")
     lst.add_argument("--plugin", dest="plugins", action="append", default=[], metavar="FILE.py")
     lst.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
-    rep = sub.add_parser("report", help="tables, plots and a forgetting report (md, html, csv, tex) of a results folder")
+    rep = sub.add_parser("report", help="tables, plots and a forgetting report (md, html, csv, tex) of a results folder",
+                         description="Tables, plots and a forgetting report of a results folder: DIR/report.md, "
+                                     "DIR/report.html, DIR/summary.csv, DIR/tables/, DIR/plots/. Runs are grouped by "
+                                     "configuration: one section per scenario setting, one row per strategy "
+                                     "configuration, never an average over different configurations.")
     rep.add_argument("dir", help="results folder of a sweep")
+    rep.add_argument("--config", metavar="NAME",
+                     help="report only the runs of one config kept in DIR/configs/ (its name, or its file's stem "
+                          "such as NAME--1a2b3c4d for one version of a config rerun with --set), into "
+                          "DIR/reports/NAME/ (report.md, report.html, summary.csv, tables/, plots/), so that the "
+                          "folder's full report is left as it is")
+    rep.add_argument("--plugin", dest="plugins", action="append", default=[], metavar="FILE.py",
+                     help="a Python file that registers strategies (needed with --config when the config uses them)")
     rep.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
     spd = sub.add_parser("speed", help="time our meta strategies against Avalanche's (see `clbench speed -h`)",
                          add_help=False)
@@ -213,7 +224,7 @@ def _list(args) -> int:
 
 
 def _report(args) -> int:
-    from benchmark.report import write_report
+    from benchmark import report
     from benchmark.store import RunStore
     from benchmark.tables import summary_table
 
@@ -224,17 +235,34 @@ def _report(args) -> int:
         raise UsageError(f"results folder not found: {store.root}")
     if not store.root.is_dir():
         raise UsageError(f"results folder {store.root} is a file; give the --out folder of a sweep")
+    if args.config is not None and (not args.config.strip() or not args.config.isprintable()):
+        raise UsageError(f"--config {args.config!r} is not a config name; give the name of a config of the folder")
     records, bad = store.scan()
     if not records:
         unreadable = f" ({len(bad)} unreadable run.json)" if bad else ""
         raise UsageError(f"no run records in {store.root}{unreadable}; a results folder holds <run_id>/run.json "
                          "from `clbench run CONFIG --out FOLDER`")
+    out, configs = store.root, None
+    if args.config is not None:
+        try:
+            configs = report.select_configs(store.root, args.config)
+        except report.ConfigNotFound as exc:
+            raise UsageError(str(exc)) from None
+        _load_plugins(args.plugins)
+        ids = report.config_run_ids(configs)
+        records = [r for r in records if r.get("run_id") in ids]
+        bad = [b for b in bad if b.run_id in ids]
+        if not records:
+            raise UsageError(f"no run of the config {args.config!r} is recorded in {store.root} "
+                             f"({len(ids)} runs expected; `clbench run` it with --out {store.root})")
+        out = store.root / "reports" / report.slug(args.config)
     for b in bad:
         print(f"clbench: skipping unreadable {b.path}: {b.reason}", file=sys.stderr)
-    written = write_report(store.root, scanned=(records, bad))
+    written = report.write_report(store.root, scanned=(records, bad), out=out, configs=configs,
+                                  title=args.config)
     print(summary_table(records))
     print(f"\nwrote {written['markdown']}, {written['html']}, {written['summary']}, "
-          f"{store.root / 'tables'}/ and {store.root / 'plots'}/")
+          f"{written['tables']}/ and {written['plots']}/")
     return EXIT_OK
 
 

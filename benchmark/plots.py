@@ -25,9 +25,33 @@ def _integer_x(ax) -> None:
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
 
 
+def one_configuration(matrices: pd.DataFrame, what: str) -> None:
+    """Refuse to average accuracy matrices that are not of one configuration: a ValueError
+    when the runs in ``matrices`` (told apart by run_id, else seed) have matrices of different
+    shapes, or when they belong to more than one configuration group (``config_id``)."""
+    if not len(matrices):
+        return
+    if "config_id" in matrices.columns and matrices["config_id"].nunique(dropna=False) > 1:
+        raise ValueError(f"{what}: the runs belong to {matrices['config_id'].nunique(dropna=False)} configurations; "
+                         "draw one configuration at a time (benchmark.groups), never an average of several")
+    run = "run_id" if "run_id" in matrices.columns else "seed" if "seed" in matrices.columns else None
+    if run is None:
+        return
+    size = matrices.groupby(run, dropna=False).agg(rows=("after_task", "max"), cols=("task", "max")) + 1
+    shapes = sorted({(int(r), int(c)) for r, c in size.to_numpy()})
+    if len(shapes) > 1:
+        raise ValueError(f"{what}: accuracy matrices of different shapes "
+                         f"({', '.join(f'{r}x{c}' for r, c in shapes)}) cannot be averaged; "
+                         "draw one configuration at a time (benchmark.groups)")
+
+
 def accuracy_heatmap(matrices: pd.DataFrame, *, title: str = "", ax=None) -> Figure:
     """The accuracy matrix averaged over seeds: row i = after training task i, column j =
-    test task j, annotated in %. ``matrices`` has columns after_task, task, acc."""
+    test task j, annotated in %. ``matrices`` has columns after_task, task, acc (and run_id,
+    config_id): the runs of one configuration, whose matrices all have one shape; anything
+    else raises ValueError (:func:`one_configuration`) rather than averaging a 2x2 matrix into
+    the corner of a 4x4 one."""
+    one_configuration(matrices, "accuracy heatmap")
     mean = matrices.groupby(["after_task", "task"])["acc"].mean().unstack("task").sort_index()
     t = mean.shape[0]
     fig, ax = _axis(ax, (max(4.5, 1.2 + 0.45 * t), max(3.6, 1.0 + 0.4 * t)))
@@ -51,7 +75,11 @@ def accuracy_heatmap(matrices: pd.DataFrame, *, title: str = "", ax=None) -> Fig
 def average_accuracy_curves(curves: pd.DataFrame, *, title: str = "", ax=None) -> Figure:
     """Average accuracy over the tasks seen so far after each task, one line per strategy
     (mean over seeds) with a band of ± one standard deviation. Columns: strategy, seed,
-    after_task, avg_acc."""
+    after_task, avg_acc; the configurations of one section (one ``section_id``), else
+    ValueError: curves of different streams are not drawn on one axis."""
+    if "section_id" in curves.columns and curves["section_id"].nunique(dropna=False) > 1:
+        raise ValueError("average accuracy curves: the runs belong to several sections (scenario settings); "
+                         "draw one section at a time (benchmark.groups)")
     fig, ax = _axis(ax)
     for strategy, group in curves.groupby("strategy", sort=True):
         stats = group.groupby("after_task")["avg_acc"].agg(["mean", "std"]).fillna(0.0)
@@ -69,7 +97,9 @@ def average_accuracy_curves(curves: pd.DataFrame, *, title: str = "", ax=None) -
 
 def forgetting_curves(matrices: pd.DataFrame, *, title: str = "", ax=None) -> Figure:
     """Accuracy on each task j from the moment it is learned (i >= j) to the end, mean over
-    seeds: the classic forgetting curves of one strategy. Columns: after_task, task, acc."""
+    seeds: the classic forgetting curves of one strategy. Columns: after_task, task, acc (and
+    run_id, config_id): one configuration, else ValueError (:func:`one_configuration`)."""
+    one_configuration(matrices, "forgetting curves")
     fig, ax = _axis(ax)
     mean = matrices.groupby(["task", "after_task"])["acc"].mean()
     tasks = sorted(matrices["task"].unique())

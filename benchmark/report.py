@@ -1,9 +1,15 @@
 """``clbench report DIR``: tables, plots and a forgetting report from the run records alone.
 
 Writes ``report.md``, ``report.html`` (one self-contained file: images embedded as data
-URIs, no network fetches, sortable tables, print styles), ``summary.csv``, and per scenario
-``tables/<scenario>.{csv,md,tex}`` and ``plots/*.png|svg``. Every string from a run record is
+URIs, no network fetches, sortable tables, print styles), ``summary.csv``, and per section
+``tables/<section>.{csv,md,tex}`` and ``plots/*.png|svg``. Every string from a run record is
 escaped in the HTML.
+
+Runs are grouped by configuration (:mod:`benchmark.groups`): a section per scenario setting
+(stream parameters, train and model settings), a row per strategy configuration in it, and
+never an average over different configurations. Tables, significance marks, heatmaps and
+curves are all per section. ``clbench report DIR --config NAME`` reports the runs of one of
+the configs kept in ``DIR/configs/`` (:func:`select_configs`) into ``DIR/reports/NAME/``.
 
 Drawing the plots is most of the work, and their number grows with scenarios x strategies,
 not with runs. Each plot file carries a digest of the data and code that drew it, so a plot
@@ -30,7 +36,7 @@ from typing import Any
 import pandas as pd
 
 from benchmark import faults, plots
-from benchmark.store import BadRecord, RunStore, remove_stale_temps, write_atomic
+from benchmark.store import CONFIGS_FOLDER, BadRecord, RunStore, remove_stale_temps, write_atomic
 from benchmark.tables import (
     METRIC_INFO,
     REPORT_METRICS,
@@ -58,6 +64,11 @@ NOTES = [
      f"and time); {'†'} marks a mean that differs from the best at p < {SIGNIFICANCE} by Welch's unpaired "
      "two-sided t-test over seeds (needs at least two seeds on each side)."),
     "For 'joint' (one training on all tasks) LA, BWT, FWT and forgetting are undefined and left empty.",
+    ("Runs are grouped by their resolved configuration (stream parameters, train and model settings, "
+     "hyperparameters; not the seed, device, evaluation batch size or data location): each section is one "
+     "scenario setting, each row one strategy configuration in it, and runs of different configurations are "
+     "never averaged together. Labels name what differs between sections (or rows) of the same name. Seeds "
+     "counts the distinct seeds with a done run; significance is tested only between rows of one section."),
 ]
 
 
@@ -76,9 +87,26 @@ class PlotFile:
 
 @dataclass
 class ScenarioSection:
-    scenario: str
+    """One section of the report: one scenario setting (see :mod:`benchmark.groups`)."""
+
+    label: str
     table: pd.DataFrame
     figures: list[PlotFile] = field(default_factory=list)
+    scenario: str = ""
+    section_id: str = ""
+    slug: str = ""
+    setting: str = ""
+
+
+@dataclass(frozen=True)
+class SavedConfig:
+    """A config kept in a results folder: ``key`` (its file's stem, which ``--config`` takes),
+    the config's ``name``, its file and its text."""
+
+    key: str
+    name: str
+    path: Path
+    text: str
 
 
 @dataclass
@@ -87,7 +115,7 @@ class ReportContent:
     generated: str
     versions: list[dict[str, Any]]
     machines: list[dict[str, Any]]
-    config_text: str
+    configs: list[SavedConfig]
     sections: list[ScenarioSection]
     failed: list[dict[str, Any]]
     unreadable: list[BadRecord]
@@ -100,57 +128,153 @@ def slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "-", str(text)).strip(".-")[:80] or "x"
 
 
+def unique_slugs(labels: dict[str, str]) -> dict[str, str]:
+    """key -> file-name-safe form of its label, unique among ``labels`` (also on file systems
+    that ignore case): where two labels slug the same, each gets a short digest of its key."""
+    base = {k: slug(label) for k, label in labels.items()}
+    counts = Counter(b.lower() for b in base.values())
+    return {k: (f"{slug(labels[k])[:70]}--{slug(k)[:8]}" if counts[b.lower()] > 1 else b) for k, b in base.items()}
+
+
 def _distinct(dicts: list[dict[str, Any]]) -> list[dict[str, Any]]:
     counts = Counter(json.dumps(d, sort_keys=True, default=str) for d in dicts if isinstance(d, dict) and d)
     return [json.loads(k) for k, _ in counts.most_common()]
 
 
+def _config_name(text: str, default: str) -> str:
+    try:
+        import yaml
+
+        found = yaml.safe_load(text)
+        name = found.get("name") if isinstance(found, dict) else None
+        return str(name) if isinstance(name, str) and name.strip() else default
+    except Exception:  # noqa: BLE001 (a config that does not parse keeps its file's name)
+        return default
+
+
+def saved_configs(root: str | Path) -> list[SavedConfig]:
+    """The configs kept in the results folder ``root``: every ``configs/*.yaml`` that sweeps
+    wrote there (the folder's config history); in a folder from before that history, its
+    ``experiment.yaml`` (the last sweep's config)."""
+    root = Path(root)
+    found = []
+    folder = root / CONFIGS_FOLDER
+    if folder.is_dir():
+        for p in sorted(folder.glob("*.yaml")):
+            if p.name.startswith(".") or not p.is_file():
+                continue
+            try:
+                text = p.read_text(encoding="utf-8", errors="replace")
+            except OSError:
+                continue
+            found.append(SavedConfig(p.stem, _config_name(text, p.stem), p, text))
+    legacy = root / "experiment.yaml"
+    if not found and legacy.is_file():
+        try:
+            text = legacy.read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            text = None
+        if text is not None:
+            name = _config_name(text, root.resolve().name)
+            found.append(SavedConfig(name, name, legacy, text))
+    return found
+
+
+class ConfigNotFound(ValueError):
+    """No kept config of a results folder has the name asked for; the message is one line."""
+
+
+def select_configs(root: str | Path, name: str) -> list[SavedConfig]:
+    """The kept configs that ``name`` means: the one whose file stem is ``name``
+    (``quickstart--1a2b3c4d``), else every one whose config is named ``name`` (a config run
+    again with ``--set`` keeps its name: all its versions). :class:`ConfigNotFound` names the
+    configs there are."""
+    configs = saved_configs(root)
+    chosen = [c for c in configs if c.key == name] or [c for c in configs if c.name == name]
+    if not chosen:
+        keys = ", ".join(c.key if c.key == c.name else f"{c.key} (name {c.name})" for c in configs)
+        where = f"configs in {Path(root)}: {keys}" if configs else (
+            f"{Path(root)} keeps no config ({CONFIGS_FOLDER}/*.yaml or experiment.yaml)")
+        raise ConfigNotFound(f"no config named {name!r}; {where}")
+    return chosen
+
+
+def config_run_ids(configs: list[SavedConfig]) -> set[str]:
+    """The run ids of every run of ``configs`` (each loaded with its defaults applied, as
+    ``clbench run`` does, without checking data)."""
+    from benchmark.config import load_experiment
+
+    return {s.run_id for c in configs for s in load_experiment(c.path, check_data=False).specs()}
+
+
+def _setting_text(rec: dict[str, Any]) -> str:
+    """The whole scenario setting of a section, in one line."""
+    from benchmark.groups import section_setting
+
+    s = section_setting(rec)
+    parts = [str(s.get("scenario"))]
+    for key, prefix in (("scenario_params", ""), ("train", "train: "), ("model", "model: ")):
+        value = s.get(key)
+        if isinstance(value, dict):
+            parts.append(prefix + ", ".join(f"{k}={v}" for k, v in value.items()))
+        elif key in s:
+            parts.append(f"{prefix}{value}")
+    return "; ".join(parts)
+
+
 def collect(root: str | Path, *, scanned: tuple[list[dict[str, Any]], list[BadRecord]] | None = None,
+            out: str | Path | None = None, configs: list[SavedConfig] | None = None, title: str | None = None,
             ) -> ReportContent:
     """Read the run records under ``root`` (or take ``scanned``, what ``RunStore.scan`` found
-    there) and compute every table and figure, reusing the plots under ``root/plots`` whose
-    inputs are unchanged."""
+    there, or a part of it) and compute every table and figure, one section per scenario
+    setting, reusing the plots under ``out/plots`` (``out`` is ``root`` unless given) whose
+    inputs are unchanged. ``configs``: the configs to show (default: all kept in ``root``)."""
     store = RunStore(root)
-    figure = _figure_maker(store.root / "plots")
+    out = store.root if out is None else Path(out)
+    figure = _figure_maker(out / "plots")
     records, bad = scanned if scanned is not None else store.scan()
     long = long_table(records)
     matrices = matrix_table(records)
     curves = average_accuracy_table(matrices) if len(matrices) else matrices
-    config_file = store.root / "experiment.yaml"
-    config_text = config_file.read_text(encoding="utf-8", errors="replace") if config_file.is_file() else ""
-    title = store.root.resolve().name
-    try:
-        import yaml
-
-        title = str((yaml.safe_load(config_text) or {}).get("name") or title)
-    except Exception:  # noqa: BLE001, S110 (a config that does not parse keeps the folder's name)
-        pass
+    configs = saved_configs(store.root) if configs is None else configs
+    if title is None:
+        config_file = store.root / "experiment.yaml"
+        text = config_file.read_text(encoding="utf-8", errors="replace") if config_file.is_file() else ""
+        title = _config_name(text, store.root.resolve().name)
+    by_run = {r.get("run_id"): r for r in records}
+    heads = long.drop_duplicates("section_id").sort_values("section", kind="stable")
+    section_slugs = unique_slugs(dict(zip(heads["section_id"], heads["section"])))
     sections = []
-    for scenario in sorted(long["scenario"].dropna().unique()):
-        table = comparison(long, scenario)
-        sec = ScenarioSection(scenario, table)
-        m = matrices[matrices["scenario"] == scenario]
-        c = curves[curves["scenario"] == scenario] if len(curves) else curves
+    for _, head in heads.iterrows():
+        sid, label, stem = head["section_id"], head["section"], section_slugs[head["section_id"]]
+        table = comparison(long, sid)
+        sec = ScenarioSection(label, table, scenario=str(head["scenario"]), section_id=sid, slug=stem,
+                              setting=_setting_text(by_run.get(head["run_id"]) or {}))
+        m = matrices[matrices["section_id"] == sid]
+        c = curves[curves["section_id"] == sid] if len(curves) else curves
         if len(m):
-            sec.figures.append(figure(f"{slug(scenario)}__average_accuracy", f"{scenario}: average accuracy over the stream",
-                                      plots.average_accuracy_curves, c, title=f"{scenario}: average accuracy"))
-            sec.figures.append(figure(f"{slug(scenario)}__forgetting_bwt", f"{scenario}: forgetting and BWT per strategy",
-                                      plots.forgetting_bars, table, title=f"{scenario}: forgetting and BWT"))
-            sec.figures.append(figure(f"{slug(scenario)}__cost", f"{scenario}: ACC against train time",
-                                      plots.cost_scatter, table, title=f"{scenario}: accuracy and cost"))
-            for strategy, ms in m.groupby("strategy", sort=True):
-                sec.figures.append(figure(f"{slug(scenario)}__heatmap__{slug(strategy)}",
-                                          f"{scenario}, {strategy}: accuracy matrix (mean over seeds)",
-                                          plots.accuracy_heatmap, ms, title=f"{strategy} on {scenario}"))
-                sec.figures.append(figure(f"{slug(scenario)}__forgetting__{slug(strategy)}",
-                                          f"{scenario}, {strategy}: accuracy of each task over time",
-                                          plots.forgetting_curves, ms, title=f"{strategy} on {scenario}: each task"))
+            sec.figures.append(figure(f"{stem}__average_accuracy", f"{label}: average accuracy over the stream",
+                                      plots.average_accuracy_curves, c, title=f"{label}: average accuracy"))
+            sec.figures.append(figure(f"{stem}__forgetting_bwt", f"{label}: forgetting and BWT per strategy",
+                                      plots.forgetting_bars, table, title=f"{label}: forgetting and BWT"))
+            sec.figures.append(figure(f"{stem}__cost", f"{label}: ACC against train time",
+                                      plots.cost_scatter, table, title=f"{label}: accuracy and cost"))
+            rows = m.drop_duplicates("config_id").sort_values("strategy", kind="stable")
+            row_slugs = unique_slugs(dict(zip(rows["config_id"], rows["strategy"])))
+            for config_id, strategy in zip(rows["config_id"], rows["strategy"]):
+                ms = m[m["config_id"] == config_id]
+                sec.figures.append(figure(f"{stem}__heatmap__{row_slugs[config_id]}",
+                                          f"{label}, {strategy}: accuracy matrix (mean over seeds)",
+                                          plots.accuracy_heatmap, ms, title=f"{strategy} on {label}"))
+                sec.figures.append(figure(f"{stem}__forgetting__{row_slugs[config_id]}",
+                                          f"{label}, {strategy}: accuracy of each task over time",
+                                          plots.forgetting_curves, ms, title=f"{strategy} on {label}: each task"))
         sections.append(sec)
     failed = [r for r in records if r.get("status") != "done"]
     return ReportContent(
         title=title, generated=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         versions=_distinct([r.get("versions") for r in records]), machines=_distinct([r.get("machine") for r in records]),
-        config_text=config_text, sections=sections, failed=failed, unreadable=bad, n_runs=len(records),
+        configs=configs, sections=sections, failed=failed, unreadable=bad, n_runs=len(records),
         records=records,
     )
 
@@ -200,7 +324,10 @@ def render_markdown(c: ReportContent) -> str:
     out += [f"- Hardware: {_kv(m)}" for m in c.machines] or ["- Hardware: unknown"]
     out.append("")
     for sec in c.sections:
-        out += [f"## {sec.scenario}", "", to_markdown(sec.table), ""]
+        out += [f"## {sec.label}", ""]
+        if sec.setting:
+            out += [f"Setting: {sec.setting} (section `{sec.section_id}`)", ""]
+        out += [to_markdown(sec.table), ""]
         for f in sec.figures:
             out += [f"![{f.caption}](plots/{f.stem}.png)", ""]
     out += ["## Metrics", ""] + [f"- **{k}**: {v}" for k, v in DEFINITIONS] + [""] + [f"- {n}" for n in NOTES] + [""]
@@ -213,8 +340,18 @@ def render_markdown(c: ReportContent) -> str:
         out.append("None.")
     if c.unreadable:
         out += ["", "Unreadable run records (skipped):", ""] + [f"- `{b.path}`: {b.reason}" for b in c.unreadable]
-    out += ["", "## Configuration", "", "```yaml", c.config_text.rstrip() or "# experiment.yaml not found", "```", ""]
+    out += ["", "## Configuration", ""]
+    if not c.configs:
+        out += ["```yaml", "# experiment.yaml not found", "```", ""]
+    for conf in c.configs:
+        if len(c.configs) > 1:
+            out += [f"### {conf.key}", ""]
+        out += [f"`{_config_path(conf)}`:", "", "```yaml", conf.text.rstrip(), "```", ""]
     return "\n".join(out)
+
+
+def _config_path(conf: SavedConfig) -> str:
+    return f"{conf.path.parent.name}/{conf.path.name}" if conf.path.parent.name == CONFIGS_FOLDER else conf.path.name
 
 
 # -- HTML --------------------------------------------------------------------------------
@@ -290,7 +427,10 @@ def render_html(c: ReportContent) -> str:
     parts += [f"<li>Hardware: {_e(_kv(m))}</li>" for m in c.machines] or ["<li>Hardware: unknown</li>"]
     parts.append("</ul>")
     for sec in c.sections:
-        parts += [f"<h2>{_e(sec.scenario)}</h2>", _html_table(sec.table), '<div class="figs">']
+        parts.append(f"<h2>{_e(sec.label)}</h2>")
+        if sec.setting:
+            parts.append(f'<p class="note">Setting: {_e(sec.setting)} (section <code>{_e(sec.section_id)}</code>)</p>')
+        parts += [_html_table(sec.table), '<div class="figs">']
         for f in sec.figures:
             data = base64.b64encode(f.png).decode("ascii")
             parts.append(f'<figure><img alt="{_e(f.caption)}" src="data:image/png;base64,{data}">'
@@ -313,7 +453,13 @@ def render_html(c: ReportContent) -> str:
         parts.append("<p>Unreadable run records (skipped):</p><ul>")
         parts += [f"<li><code>{_e(b.path)}</code>: {_e(b.reason)}</li>" for b in c.unreadable]
         parts.append("</ul>")
-    parts += ["<h2>Configuration</h2>", f"<pre>{_e(c.config_text.rstrip() or '# experiment.yaml not found')}</pre>"]
+    parts.append("<h2>Configuration</h2>")
+    if not c.configs:
+        parts.append("<pre># experiment.yaml not found</pre>")
+    for conf in c.configs:
+        if len(c.configs) > 1:
+            parts.append(f"<h3>{_e(conf.key)}</h3>")
+        parts += [f'<p class="note"><code>{_e(_config_path(conf))}</code></p>', f"<pre>{_e(conf.text.rstrip())}</pre>"]
     return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
             "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
             f"<title>{_e(c.title)}: forgetting report</title><style>{_CSS}</style></head><body>"
@@ -322,26 +468,30 @@ def render_html(c: ReportContent) -> str:
 
 # -- writing -----------------------------------------------------------------------------
 def write_report(root: str | Path, *, scanned: tuple[list[dict[str, Any]], list[BadRecord]] | None = None,
+                 out: str | Path | None = None, configs: list[SavedConfig] | None = None, title: str | None = None,
                  ) -> dict[str, Path]:
-    """Write every report file under ``root``; returns what was written, by kind."""
+    """Write every report file of the runs under ``root`` (or of ``scanned``) into ``out``
+    (``root`` unless given: ``clbench report DIR --config NAME`` writes into
+    ``DIR/reports/NAME``); returns what was written, by kind."""
     root = Path(root)
-    for folder in (root, root / "tables", root / "plots"):  # what a killed report left half-written
+    out = root if out is None else Path(out)
+    for folder in (out, out / "tables", out / "plots"):  # what a killed report left half-written
         remove_stale_temps(folder)
-    content = collect(root, scanned=scanned)
-    written: dict[str, Path] = {"summary": RunStore(root).write_summary(content.records)}
+    content = collect(root, scanned=scanned, out=out, configs=configs, title=title)
+    written: dict[str, Path] = {"summary": RunStore(out).write_summary(content.records)}
     for sec in content.sections:
-        base = root / "tables" / slug(sec.scenario)
+        base = out / "tables" / sec.slug
         write_atomic(base.with_suffix(".csv"), sec.table.to_csv(index=False))
         write_atomic(base.with_suffix(".md"), to_markdown(sec.table) + "\n")
-        write_atomic(base.with_suffix(".tex"), to_latex(sec.table, caption=f"Results on {sec.scenario}") + "\n")
+        write_atomic(base.with_suffix(".tex"), to_latex(sec.table, caption=f"Results on {sec.label}") + "\n")
         faults.reach("report-table")
     for sec in content.sections:
         for f in sec.figures:
             if not f.reused:
-                write_atomic(root / "plots" / f"{f.stem}.png", f.png)
-                write_atomic(root / "plots" / f"{f.stem}.svg", f.svg)
+                write_atomic(out / "plots" / f"{f.stem}.png", f.png)
+                write_atomic(out / "plots" / f"{f.stem}.svg", f.svg)
                 faults.reach("report-plot")
-    write_atomic(root / "report.md", render_markdown(content))
-    write_atomic(root / "report.html", render_html(content))
-    written.update(markdown=root / "report.md", html=root / "report.html")
+    write_atomic(out / "report.md", render_markdown(content))
+    write_atomic(out / "report.html", render_html(content))
+    written.update(markdown=out / "report.md", html=out / "report.html", tables=out / "tables", plots=out / "plots")
     return written

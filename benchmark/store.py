@@ -28,8 +28,13 @@ from benchmark import faults
 
 METRICS = ("acc", "la", "bwt", "fwt", "forgetting")
 TIMINGS = ("train_s", "eval_s", "eval_share", "iterations", "inner_steps")
-SUMMARY_COLUMNS = ("run_id", "scenario", "strategy", "seed", "status", *METRICS, *TIMINGS, "peak_rss_mb", "error")
+# section / config: labels of the run's configuration group (benchmark.groups), which tell the
+# rows of different settings apart; section_id / config_id: the groups' stable keys
+GROUP_COLUMNS = ("section", "config", "section_id", "config_id")
+SUMMARY_COLUMNS = ("run_id", "scenario", "strategy", "seed", "status", *GROUP_COLUMNS, *METRICS, *TIMINGS,
+                   "peak_rss_mb", "error")
 STATUSES = ("done", "failed")
+CONFIGS_FOLDER = "configs"  # <root>/configs/<name>.yaml: every config a sweep in the folder ran (benchmark.sweep)
 _TEMP = re.compile(r"^\..+\.(\d+)\.[A-Za-z0-9_]+\.tmp$")
 
 
@@ -288,22 +293,34 @@ class RunStore:
 
     def write_summary(self, records: list[dict[str, Any]] | None = None) -> Path:
         """Rebuild ``summary.csv``: one row per run, from the run folders alone (or from
-        ``records``, already scanned from them)."""
+        ``records``, already scanned from them), with the run's configuration group labelled
+        against the other runs of the folder."""
+        from benchmark.groups import groups
+
+        records = list(self.records() if records is None else records)
+        found = groups(records)
         buf = io.StringIO()
         w = csv.DictWriter(buf, fieldnames=SUMMARY_COLUMNS, lineterminator="\n")
         w.writeheader()
-        for rec in (self.records() if records is None else records):
-            w.writerow(summary_row(rec))
+        for rec in records:
+            w.writerow(summary_row(rec, found.get(str(rec.get("run_id")))))
         path = self.root / "summary.csv"
         write_atomic(path, buf.getvalue())
         return path
 
 
-def summary_row(rec: dict[str, Any]) -> dict[str, Any]:
-    """The summary.csv row of one record (empty cells where a value is missing)."""
+def summary_row(rec: dict[str, Any], group: Any = None) -> dict[str, Any]:
+    """The summary.csv row of one record (empty cells where a value is missing). ``group`` is
+    the record's :class:`benchmark.groups.Group` among the records of its folder; without it,
+    the record is labelled on its own."""
+    if group is None:
+        from benchmark.groups import groups
+
+        group = groups([rec]).get(str(rec.get("run_id")))
     m = rec.get("metrics") or {}
     t = rec.get("timing") or {}
     row = {k: rec.get(k) for k in ("run_id", "scenario", "strategy", "seed", "status")}
+    row.update(section=group.section, config=group.config, section_id=group.section_id, config_id=group.config_id)
     row.update({k: m.get(k) for k in METRICS})
     row.update({k: t.get(k) for k in TIMINGS})
     row["peak_rss_mb"] = rec.get("peak_rss_mb")

@@ -9,6 +9,11 @@ every finished run. Running the same command again finishes what is left.
 
 from __future__ import annotations
 
+import errno
+import hashlib
+import os
+import re
+import secrets
 import sys
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -23,6 +28,7 @@ from benchmark.config import Experiment, RunSpec
 from benchmark.executors import run_local, run_ray
 from benchmark.locks import RunLocks
 from benchmark.store import (
+    CONFIGS_FOLDER,
     BadRecord,
     RunStore,
     StoreWriteError,
@@ -112,11 +118,16 @@ def run_sweep(experiment: Experiment, *, out: str | Path, jobs: int = 1, executo
               address: str | None = None, plugin_files: Sequence[str] = (), show_progress: bool | None = None,
               checkpoint_every_task: bool = False) -> SweepOutcome:
     """Run every spec of ``experiment`` whose record in ``out`` is not ``done``. With
-    ``checkpoint_every_task``, each run gets its folder in the store as ``checkpoint_dir``."""
+    ``checkpoint_every_task``, each run gets its folder in the store as ``checkpoint_dir``.
+
+    The config is kept twice: ``out/experiment.yaml`` (as given, overrides applied; the last
+    invocation's, as always) and ``out/configs/<name>.yaml`` (resolved, every default filled
+    in; one file per distinct config, never overwritten: see :func:`save_config`)."""
     store = RunStore(out)
     store.root.mkdir(parents=True, exist_ok=True)
     write_atomic(store.root / "experiment.yaml",
                  yaml.safe_dump(_plain(experiment.source), sort_keys=False, allow_unicode=True))
+    save_config(store.root, experiment)
     store.remove_stale_temps()
     specs = experiment.specs()
     ids = {s.run_id for s in specs}
@@ -175,6 +186,80 @@ def run_sweep(experiment: Experiment, *, out: str | Path, jobs: int = 1, executo
         if summary:
             _write_summary(store, interrupted=interrupted)
     return outcome
+
+
+def resolved_config(experiment: Experiment) -> dict[str, Any]:
+    """The experiment as a config file with every default filled in: loading it again
+    (:func:`benchmark.config.load_experiment`) gives the same runs, whatever the defaults of a
+    later version are."""
+    out: dict[str, Any] = {"name": experiment.name}
+    if isinstance(experiment.source, dict) and experiment.source.get("description") is not None:
+        out["description"] = experiment.source["description"]
+    out.update(seeds=list(experiment.seeds), train=dict(experiment.train), model=dict(experiment.model),
+               scenarios=[{"name": name, **params} for name, params in experiment.scenarios],
+               strategies=[{"name": name, **hparams} for name, hparams in experiment.strategies])
+    return _plain(out)
+
+
+def save_config(root: str | Path, experiment: Experiment) -> Path:
+    """Keep this invocation's resolved config in ``root/configs/`` (the config history of the
+    folder): ``<name>.yaml``, or ``<name>--<digest8>.yaml`` when ``<name>.yaml`` already holds
+    another content (the same config after ``--set``, say). A file of the history is never
+    overwritten: it is created only where none is (atomically, whole or not at all), so two
+    sweeps starting at once on one folder keep both their configs. Returns the file that holds
+    this config."""
+    text = yaml.safe_dump(resolved_config(experiment), sort_keys=False, allow_unicode=True, default_flow_style=None,
+                          width=120)
+    folder = Path(root) / CONFIGS_FOLDER
+    stem = config_file_stem(experiment.name)
+    first = folder / f"{stem}.yaml"
+    for path in (first, folder / f"{stem}--{hashlib.sha256(text.encode()).hexdigest()[:8]}.yaml"):
+        if _create_or_same(path, text):
+            return path
+    raise StoreWriteError(errno.EEXIST, f"cannot keep the config {experiment.name!r}: {first} and its digest-named "
+                                        "twin hold other contents")
+
+
+def _create_or_same(path: Path, text: str) -> bool:
+    """Create ``path`` holding ``text`` unless it exists; True when it holds ``text`` now."""
+    def same() -> bool | None:
+        try:
+            return path.read_text(encoding="utf-8") == text
+        except FileNotFoundError:
+            return None
+        except (OSError, UnicodeDecodeError):
+            return False
+
+    found = same()
+    if found is not None:
+        return found
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    try:
+        write_atomic(tmp, text)
+        try:
+            os.link(tmp, path)  # fails where a file is: never overwrites one
+        except FileExistsError:
+            return bool(same())
+        except OSError as exc:
+            if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV, errno.EMLINK, errno.ENOSYS):
+                raise StoreWriteError(exc.errno, f"cannot write {path}: {exc.strerror or exc}") from exc
+            if path.exists():  # a file system without hard links: a rename, after one more look
+                return bool(same())
+            try:
+                os.replace(tmp, path)
+            except OSError as err:
+                raise StoreWriteError(err.errno, f"cannot write {path}: {err.strerror or err}") from err
+        return True
+    finally:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+
+
+def config_file_stem(name: str) -> str:
+    """The file-name-safe form of a config's name, for ``configs/<stem>.yaml``."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip(".-")[:80] or "experiment"
 
 
 def _write_summary(store: RunStore, *, interrupted: bool) -> None:

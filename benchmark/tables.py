@@ -1,7 +1,9 @@
 """Comparison tables from the tidy long table: pure functions, no training objects.
 
-For each scenario, one row per strategy configuration: the mean and the sample standard
-deviation over seeds of every metric, the number of done and failed runs, the best mean of
+For each section (one scenario setting: stream parameters, train and model settings; see
+:mod:`benchmark.groups`), one row per strategy configuration, never two configurations in one
+row: the mean and the sample standard deviation over seeds of every metric, the number of
+distinct seeds with a done run and of failed runs, the best mean of
 each column (higher is better, except forgetting and time), and a significance mark where
 a strategy differs from the best at p < 0.05 by Welch's unpaired two-sided t-test over seeds.
 """
@@ -50,34 +52,49 @@ def welch_p(a: Sequence[float], b: Sequence[float]) -> float:
     return float(min(1.0, 2.0 * stdtr(df, -abs(t))))
 
 
-def comparison(long: pd.DataFrame, scenario: str, metrics: Sequence[str] = REPORT_METRICS) -> pd.DataFrame:
-    """The comparison table of one scenario (see the module docstring). Columns:
-    strategy, runs, failed, and per metric m: m_mean, m_std, m_n, m_best, m_p."""
-    sc = long[long["scenario"] == scenario]
+def sections(long: pd.DataFrame) -> list[str]:
+    """The section labels of a long table (one per scenario setting), sorted."""
+    return sorted(long["section"].dropna().unique()) if "section" in long.columns else []
+
+
+def comparison(long: pd.DataFrame, section: str, metrics: Sequence[str] = REPORT_METRICS) -> pd.DataFrame:
+    """The comparison table of one section (a scenario setting, see :mod:`benchmark.groups`),
+    given by its label or its ``section_id``: one row per configuration of the section, never
+    two configurations in one row. Columns: strategy (the configuration's label), runs (the
+    number of distinct seeds with a done run: the table's "Seeds"), failed (failed runs), and
+    per metric m: m_mean, m_std, m_n (seeds with a value), m_best, m_p (Welch's test against
+    the best row of this section); then section and config_id. A metric is first averaged over
+    the runs of one seed, then over seeds."""
+    by_id = "section_id" in long.columns and section in set(long["section_id"])
+    sc = long[long["section_id" if by_id else "section"] == section]
     runs = sc.drop_duplicates("run_id")
     rows = []
-    for strategy, group in runs.groupby("strategy", sort=True):
-        rows.append({"strategy": strategy, "runs": int((group["status"] == "done").sum()),
-                     "failed": int((group["status"] != "done").sum())})
-    table = pd.DataFrame(rows, columns=["strategy", "runs", "failed"])
+    for config_id, group in runs.groupby("config_id", sort=False):
+        done = group[group["status"] == "done"]
+        rows.append({"strategy": str(group["strategy"].iloc[0]), "runs": int(done["seed"].nunique()),
+                     "failed": int((group["status"] != "done").sum()), "config_id": config_id,
+                     "section": str(group["section"].iloc[0])})
+    table = pd.DataFrame(rows, columns=["strategy", "runs", "failed", "config_id", "section"])
+    table = table.sort_values("strategy", kind="stable").reset_index(drop=True)
     done = sc[sc["status"] == "done"]
     for m in metrics:
-        values = {s: g["value"].dropna().to_numpy() for s, g in done[done["metric"] == m].groupby("strategy")}
-        table[f"{m}_mean"] = [float(np.mean(values[s])) if len(values.get(s, [])) else math.nan for s in table["strategy"]]
-        table[f"{m}_std"] = [float(np.std(values[s], ddof=1)) if len(values.get(s, [])) > 1 else math.nan
-                             for s in table["strategy"]]
-        table[f"{m}_n"] = [len(values.get(s, [])) for s in table["strategy"]]
+        per_seed = done[done["metric"] == m].dropna(subset=["value"]).groupby(["config_id", "seed"])["value"].mean()
+        values = {c: per_seed.loc[c].to_numpy() for c in per_seed.index.get_level_values(0).unique()}
+        ids = table["config_id"]
+        table[f"{m}_mean"] = [float(np.mean(values[c])) if len(values.get(c, [])) else math.nan for c in ids]
+        table[f"{m}_std"] = [float(np.std(values[c], ddof=1)) if len(values.get(c, [])) > 1 else math.nan
+                             for c in ids]
+        table[f"{m}_n"] = [len(values.get(c, [])) for c in ids]
         means = table[f"{m}_mean"]
         if means.notna().any():
             best_idx = means.idxmax() if METRIC_INFO[m][1] else means.idxmin()
-            best = table.loc[best_idx, "strategy"]
-            table[f"{m}_best"] = table["strategy"] == best
-            table[f"{m}_p"] = [math.nan if s == best else welch_p(values.get(s, []), values[best])
-                               for s in table["strategy"]]
+            best = table.loc[best_idx, "config_id"]
+            table[f"{m}_best"] = ids == best
+            table[f"{m}_p"] = [math.nan if c == best else welch_p(values.get(c, []), values[best]) for c in ids]
         else:
             table[f"{m}_best"] = False
             table[f"{m}_p"] = math.nan
-    return table
+    return table[[c for c in table.columns if c not in ("config_id", "section")] + ["section", "config_id"]]
 
 
 def cell(row: pd.Series, metric: str, *, bold: tuple[str, str] = ("", ""), mark: str = MARK) -> str:
@@ -139,20 +156,21 @@ def to_latex(table: pd.DataFrame, *, caption: str, metrics: Sequence[str] = REPO
 
 
 def summary_table(records: Iterable[dict[str, Any]]) -> str:
-    """The plain-text table ``clbench run`` prints: per scenario and strategy configuration,
-    mean ± sd over seeds (accuracies in %), done and failed runs, train time, eval share."""
+    """The plain-text table ``clbench run`` prints: per section (scenario setting) and
+    configuration, mean ± sd over seeds (accuracies in %), seeds with a done run, failed
+    runs, train time, eval share. Different configurations are never averaged together."""
     from benchmark.tidy import long_table
 
     long = long_table(records)
-    head = ["scenario", *[h.lower() for h in headers(SUMMARY_METRICS)[:3]], *headers(SUMMARY_METRICS)[3:]]
+    head = ["section", *[h.lower() for h in headers(SUMMARY_METRICS)[:3]], *headers(SUMMARY_METRICS)[3:]]
     rows = []
-    for scenario in sorted(long["scenario"].dropna().unique()):
-        for r in body(comparison(long, scenario, SUMMARY_METRICS), SUMMARY_METRICS, mark=""):
-            rows.append([scenario, *r])
+    for section in sections(long):
+        for r in body(comparison(long, section, SUMMARY_METRICS), SUMMARY_METRICS, mark=""):
+            rows.append([section, *r])
     widths = [max(len(str(x)) for x in col) for col in zip(head, *rows)]
     lines = ["  ".join(h.ljust(w) for h, w in zip(head, widths)), "  ".join("-" * w for w in widths)]
     lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths)) for row in rows]
     return "\n".join(lines)
 
 
-__all__ = ["METRIC_INFO", "comparison", "strategy_labels", "summary_table", "to_latex", "to_markdown", "welch_p"]
+__all__ = ["METRIC_INFO", "comparison", "sections", "strategy_labels", "summary_table", "to_latex", "to_markdown", "welch_p"]

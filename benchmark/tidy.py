@@ -1,4 +1,11 @@
-"""Run records as tidy pandas tables: the one shape every table and plot is built from."""
+"""Run records as tidy pandas tables: the one shape every table and plot is built from.
+
+Every row carries the run's configuration group (:mod:`benchmark.groups`): ``section`` (the
+scenario setting's label) and ``section_id``, ``strategy`` (the configuration's label within
+its section, e.g. ``mer (algorithm=6)``) and ``config_id``. Tables and plots group by these
+keys, never by scenario or strategy name alone, so that runs of different configurations are
+never averaged together.
+"""
 
 from __future__ import annotations
 
@@ -6,52 +13,59 @@ from typing import Any, Iterable
 
 import pandas as pd
 
-from benchmark.tables_labels import strategy_labels
+from benchmark.groups import groups
 
 METRICS = ("acc", "la", "bwt", "fwt", "forgetting")
 TIMINGS = ("train_s", "eval_s", "eval_share")
+RUN_COLUMNS = ["run_id", "scenario", "section", "section_id", "strategy", "config_id", "seed"]
+
+
+def _run_columns(r: dict[str, Any], g) -> dict[str, Any]:
+    return {"run_id": r.get("run_id"), "scenario": r.get("scenario"), "section": g.section,
+            "section_id": g.section_id, "strategy": g.config, "config_id": g.config_id, "seed": r.get("seed")}
 
 
 def long_table(records: Iterable[dict[str, Any]]) -> pd.DataFrame:
-    """One row per (run, metric): run_id, scenario, strategy (configuration label), seed,
-    status, metric, value. Missing values stay missing (NaN), failed runs keep their rows
-    with no metric values so that they can be counted."""
+    """One row per (run, metric): run_id, scenario, section, section_id, strategy
+    (configuration label within its section), config_id, seed, status, metric, value. Missing
+    values stay missing (NaN), failed runs keep their rows with no metric values so that they
+    can be counted."""
     records = list(records)
-    labels = strategy_labels(records)
+    found = groups(records)
     rows = []
     for r in records:
-        base = {"run_id": r.get("run_id"), "scenario": r.get("scenario"), "strategy": labels.get(r.get("run_id")),
-                "seed": r.get("seed"), "status": r.get("status")}
+        base = {**_run_columns(r, found[str(r.get("run_id"))]), "status": r.get("status")}
         metrics = r.get("metrics") or {}
         timing = r.get("timing") or {}
         for name in METRICS:
             rows.append({**base, "metric": name, "value": metrics.get(name)})
         for name in TIMINGS:
             rows.append({**base, "metric": name, "value": timing.get(name)})
-    df = pd.DataFrame(rows, columns=["run_id", "scenario", "strategy", "seed", "status", "metric", "value"])
+    df = pd.DataFrame(rows, columns=[*RUN_COLUMNS, "status", "metric", "value"])
     df["value"] = pd.to_numeric(df["value"], errors="coerce")
     return df
 
 
 def matrix_table(records: Iterable[dict[str, Any]]) -> pd.DataFrame:
-    """One row per entry of every done run's accuracy matrix: run_id, scenario, strategy,
-    seed, after_task (i), task (j), acc (R[i][j])."""
+    """One row per entry of every done run's accuracy matrix: run_id, scenario, section,
+    section_id, strategy, config_id, seed, after_task (i), task (j), acc (R[i][j])."""
     records = list(records)
-    labels = strategy_labels(records)
+    found = groups(records)
     rows = []
     for r in records:
         if r.get("status") != "done":
             continue
+        base = _run_columns(r, found[str(r.get("run_id"))])
         for i, row in enumerate(r.get("acc_matrix") or []):
             for j, acc in enumerate(row):
-                rows.append({"run_id": r["run_id"], "scenario": r.get("scenario"), "strategy": labels[r["run_id"]],
-                             "seed": r.get("seed"), "after_task": i, "task": j, "acc": acc})
-    return pd.DataFrame(rows, columns=["run_id", "scenario", "strategy", "seed", "after_task", "task", "acc"])
+                rows.append({**base, "after_task": i, "task": j, "acc": acc})
+    return pd.DataFrame(rows, columns=[*RUN_COLUMNS, "after_task", "task", "acc"])
 
 
 def average_accuracy_table(matrices: pd.DataFrame) -> pd.DataFrame:
-    """Average accuracy over the tasks seen so far after each task, per run:
-    run_id, scenario, strategy, seed, after_task, avg_acc (``mean_{j<=i} R[i][j]``)."""
+    """Average accuracy over the tasks seen so far after each task, per run: the run columns
+    of ``matrices``, after_task, avg_acc (``mean_{j<=i} R[i][j]``)."""
     seen = matrices[matrices["task"] <= matrices["after_task"]]
-    out = seen.groupby(["run_id", "scenario", "strategy", "seed", "after_task"], as_index=False)["acc"].mean()
+    keys = [c for c in RUN_COLUMNS if c in matrices.columns] + ["after_task"]
+    out = seen.groupby(keys, as_index=False, dropna=False, sort=True)["acc"].mean()
     return out.rename(columns={"acc": "avg_acc"})
