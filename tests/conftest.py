@@ -3,10 +3,41 @@
 from __future__ import annotations
 
 import struct
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+
+_REGISTRY_STATE = ("_defs", "_aliases", "_broken", "_files", "_loaded_entry_points")
+
+
+@pytest.fixture(autouse=True)
+def isolated_strategy_registry():
+    """Strategies that a test registers in the suite's registry (``strategies.REGISTRY``), say
+    plugin files loaded in this process by ``clbench run --plugin``, are gone after it: the
+    registry's tables are put back as they were before the test (a registry first imported
+    during the test is put back to its initial, empty state), and the modules of plugin files
+    loaded during the test are dropped."""
+    registry = sys.modules["strategies"].REGISTRY if "strategies" in sys.modules else None
+    saved = None if registry is None else {k: _shallow_copy(getattr(registry, k)) for k in _REGISTRY_STATE}
+    modules = set(sys.modules)
+    yield
+    if "strategies" not in sys.modules:
+        return
+    registry = sys.modules["strategies"].REGISTRY
+    if saved is None:  # imported during the test: the state of a new registry
+        fresh = type(registry)(builtins=registry._builtins)
+        saved = {k: getattr(fresh, k) for k in _REGISTRY_STATE}
+    for key, value in saved.items():
+        setattr(registry, key, value)
+    for name in set(sys.modules) - modules:
+        if name.startswith("clbench_plugin_"):
+            del sys.modules[name]
+
+
+def _shallow_copy(value):
+    return dict(value) if isinstance(value, dict) else value
 
 
 def write_idx(path: Path, array: np.ndarray) -> None:

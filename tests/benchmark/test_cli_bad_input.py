@@ -369,11 +369,6 @@ def _check_one_line(code: int, out: str, err: str, pattern: str) -> None:
     assert re.search(pattern, lines[0]), f"{pattern!r} not in {lines[0]!r}"
 
 
-def test_there_are_enough_cases():
-    assert len(CASES) >= 45
-    assert len({case.id for case in CASES}) == len(CASES)
-
-
 def test_the_base_config_is_valid(tmp_path, capsys):
     """Each case breaks one thing of BASE, so BASE itself must pass every check and reach the
     sweep (which the `no_training` fixture stops)."""

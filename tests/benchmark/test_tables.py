@@ -65,3 +65,24 @@ def test_summary_table_text():
     row = next(line for line in text.splitlines() if line.startswith("s ") and " er " in line)
     assert row.split()[:4] == ["s", "er", "2", "1"]
     assert "60.0 ± 14.1" in row
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_welch_p_equals_scipys_unequal_variance_t_test(seed):
+    """Samples of 2 to 11 values, spreads and mean differences of several sizes (p from
+    0.007 to 0.8), one side without variance."""
+    import warnings
+
+    import numpy as np
+    from scipy import stats
+
+    rng = np.random.default_rng(seed)
+    a = rng.normal(0.6, rng.uniform(0.005, 0.2), size=rng.integers(2, 12))
+    b = rng.normal(0.6 + rng.uniform(-0.3, 0.3), rng.uniform(0.005, 0.2), size=rng.integers(2, 12))
+    if seed == 0:
+        b = np.full(4, 0.55)  # no variance on one side
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # scipy's note on the constant side
+        expected = stats.ttest_ind(a, b, equal_var=False).pvalue
+    assert welch_p(a, b) == pytest.approx(expected, rel=1e-9, abs=1e-15)
+    assert welch_p(list(b), list(a)) == pytest.approx(expected, rel=1e-9, abs=1e-15)  # symmetric

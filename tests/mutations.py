@@ -1,0 +1,445 @@
+"""Mutation check: deliberate bugs in the meta strategies must make the tests fail.
+
+    .venv/bin/python tests/mutations.py                 # every mutation
+    .venv/bin/python tests/mutations.py --only NAME ... # some (names or shell patterns)
+    .venv/bin/python tests/mutations.py --list          # names, files and test selections
+    .venv/bin/python tests/mutations.py --check         # only that every target is found once
+
+For each mutation: the git-tracked files of the working tree (``git ls-files``; commit new test
+files first) are copied into a temporary folder, one exact string of one source file is
+replaced there (the script stops with an error when the string is not found exactly once, so
+it notices when the code moves on), and the mutation's pytest selection runs in the copy with
+this interpreter (``python -m pytest -q -x -p no:cacheprovider <tests>``, PYTHONPATH = the
+copy). clbench is installed in editable mode pointing at the repository; its finder comes
+after PYTHONPATH on the import path, and a guard plugin checks at the start of each run that
+``strategies``, ``scenarios`` and ``benchmark`` are imported from the copy (it stops the run
+otherwise). Numba's on-disk caches of unchanged kernel files are copied along (with their
+source stamps) so that only a mutated kernel is compiled again; the caches of kernels that
+import a mutated kernel file are left behind, since numba does not notice changed callees.
+
+Prints a table (mutation, file, caught, first failing test) and exits with status 1 when a
+mutation survives or a run goes wrong, 2 when a target string is missing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import fnmatch
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+PYTHON = sys.executable
+
+EXACT = "tests/strategies/test_exact_updates.py"
+MER = [f"{EXACT}::test_mer_updates_equal_the_papers_equations", "tests/strategies/test_mer.py"]
+LAMAML = [f"{EXACT}::test_lamaml_family_updates_equal_the_papers_equations", "tests/strategies/test_lamaml.py"]
+MEMORY = [f"{EXACT}::test_reservoir_memory_is_algorithm_r", "tests/strategies/test_memory.py", MER[0], LAMAML[0]]
+# kernel files, and the kernel files whose numba caches go stale when they change (their callers)
+KERNEL_DEPENDENTS = {"strategies/mlp_kernels.py": ("mlp_kernels", "lamaml_kernels"),
+                     "strategies/lamaml_kernels.py": ("lamaml_kernels",)}
+
+
+@dataclass(frozen=True)
+class Mutation:
+    name: str
+    file: str
+    old: str
+    new: str
+    tests: tuple[str, ...]
+    what: str
+
+
+def m(name, file, old, new, tests, what):
+    return Mutation(name, file, old, new, tuple(tests), what)
+
+
+MUTATIONS = [
+    # -- La-MAML family, strategies/lamaml.py (both paths) --------------------------------------
+    m("lamaml-alpha-update-sign", "strategies/lamaml.py",
+      "torch._foreach_add_(self.alphas, g_alpha, alpha=-self.opt_lr)",
+      "torch._foreach_add_(self.alphas, g_alpha, alpha=self.opt_lr)", LAMAML,
+      "learned rates climb the meta-gradient (alpha += opt_lr g)"),
+    m("lamaml-async-without-relu", "strategies/lamaml.py",
+      "[g * torch.relu(a) for g, a in zip(g_theta, self.alphas)]",
+      "[g * a for g, a in zip(g_theta, self.alphas)]", LAMAML,
+      "asynchronous weight update with alpha instead of relu(alpha)"),
+    m("lamaml-no-clipping", "strategies/lamaml.py",
+      "factor = torch.clamp(max_norm / (norm + 1e-6), max=1.0)",
+      "factor = torch.ones(())", LAMAML,
+      "meta-gradients not clipped"),
+    m("lamaml-clip-not-capped", "strategies/lamaml.py",
+      "factor = torch.clamp(max_norm / (norm + 1e-6), max=1.0)",
+      "factor = max_norm / (norm + 1e-6)", LAMAML,
+      "meta-gradients always scaled to the clipping norm (factor not capped at 1)"),
+    m("lamaml-weight-clip-removed", "strategies/lamaml.py",
+      "        _clip(g_theta, self.grad_clip_norm)\n",
+      "", LAMAML,
+      "weight meta-gradient not clipped (alpha's still is)"),
+    m("lamaml-alpha-clip-removed", "strategies/lamaml.py",
+      "                _clip(g_alpha, self.grad_clip_norm)\n",
+      "", LAMAML,
+      "alpha meta-gradient not clipped (the weights' still is)"),
+    m("lamaml-meta-batch-without-memory", "strategies/lamaml.py",
+      "bx, by, bt = torch.cat([mx, x]), torch.cat([my, y]), torch.cat([mt, t])",
+      "bx, by, bt = x, y, t", LAMAML,
+      "meta-loss on the incoming minibatch only (memory drawn but not used)"),
+    m("lamaml-alpha-after-weights", "strategies/lamaml.py",
+      """            if self.learn_lr:
+                _clip(g_alpha, self.grad_clip_norm)
+                torch._foreach_add_(self.alphas, g_alpha, alpha=-self.opt_lr)
+            if self.sync_update:
+                torch._foreach_add_(self._params, g_theta, alpha=-self.opt_wt)
+            else:
+                torch._foreach_add_(self._params, [g * torch.relu(a) for g, a in zip(g_theta, self.alphas)],
+                                    alpha=-1.0)
+""", """            if self.sync_update:
+                torch._foreach_add_(self._params, g_theta, alpha=-self.opt_wt)
+            else:
+                torch._foreach_add_(self._params, [g * torch.relu(a) for g, a in zip(g_theta, self.alphas)],
+                                    alpha=-1.0)
+            if self.learn_lr:
+                _clip(g_alpha, self.grad_clip_norm)
+                torch._foreach_add_(self.alphas, g_alpha, alpha=-self.opt_lr)
+""", LAMAML, "alpha updated after the weights (the weights use the old rates)"),
+    m("lamaml-memory-before-steps", "strategies/lamaml.py",
+      "    def _glance(self, x, y, t, *, remember: bool) -> torch.Tensor:\n",
+      "    def _glance(self, x, y, t, *, remember: bool) -> torch.Tensor:\n"
+      "        if remember:\n            self.memory.add(x, y, t)\n            remember = False\n", LAMAML,
+      "the minibatch enters the memory before the glance's meta-batch is drawn"),
+    m("lamaml-push-every-glance", "strategies/lamaml.py",
+      "remember=first_epoch and glance == 0",
+      "remember=first_epoch", LAMAML,
+      "the minibatch is offered to the memory on every glance"),
+    m("lamaml-no-shuffle", "strategies/lamaml.py",
+      "            x, y, t = x[order], y[order], t[order]\n",
+      "", LAMAML,
+      "glances do not shuffle the minibatch (the generator still draws)"),
+    m("lamaml-compiled-no-relu-derivative", "strategies/lamaml.py",
+      "g_alpha = [g.mul_(a > 0) for g, a in zip(g_rate, self.alphas)] if self.learn_lr else []",
+      "g_alpha = list(g_rate) if self.learn_lr else []", LAMAML,
+      "compiled path: alpha's gradient misses relu'(alpha)"),
+    m("cmaml-learns-its-rate", "strategies/meta_strategies.py",
+      "opt_lr=0.0, opt_wt=opt_wt, learn_lr=False,",
+      "opt_lr=opt_wt, opt_wt=opt_wt, learn_lr=True,", LAMAML,
+      "C-MAML's inner rate is learned instead of fixed at alpha_init"),
+    m("cmaml-asynchronous", "strategies/meta_strategies.py",
+      "learn_lr=False,\n                       sync_update=True,",
+      "learn_lr=False,\n                       sync_update=False,", LAMAML,
+      "C-MAML updates the weights with its inner rate instead of opt_wt"),
+    # -- La-MAML compiled kernel, strategies/lamaml_kernels.py ---------------------------------
+    m("kernel-lamaml-hidden-rate-gradient-sign", "strategies/lamaml_kernels.py",
+      "accr[j, o] -= a * d[o] * sw[j, o]",
+      "accr[j, o] += a * d[o] * sw[j, o]", LAMAML,
+      "compiled glance: rate gradient of the hidden layers' weights with the wrong sign"),
+    m("kernel-lamaml-first-layer-rate-gradient-sign", "strategies/lamaml_kernels.py",
+      "grw[j, o] -= c * inner_deltas[k, o] * suffix[o]",
+      "grw[j, o] += c * inner_deltas[k, o] * suffix[o]", LAMAML,
+      "compiled glance: rate gradient of the first layer's weights with the wrong sign"),
+    m("kernel-lamaml-bias-rate-gradient-sign", "strategies/lamaml_kernels.py",
+      "accrb[o] -= np.float32(scale) * d[o] * sb[o]",
+      "accrb[o] += np.float32(scale) * d[o] * sb[o]", LAMAML,
+      "compiled glance: rate gradient of the biases with the wrong sign"),
+    m("kernel-lamaml-sum-not-mean", "strategies/lamaml_kernels.py",
+      "inv = np.float32(1.0 / taken)",
+      "inv = np.float32(1.0)", LAMAML,
+      "compiled glance: meta-gradients summed over the inner steps instead of averaged"),
+    m("kernel-lamaml-inner-step-without-rate", "strategies/lamaml_kernels.py",
+      "wt[j, o] -= rw[j, o] * (a * g[o])",
+      "wt[j, o] -= a * g[o]", LAMAML,
+      "compiled glance: inner steps on the weights ignore the rates (rate 1)"),
+    m("kernel-lamaml-meta-batch-incoming-only", "strategies/lamaml_kernels.py",
+      "        for b in range(m):\n            total += _accumulate(",
+      "        for b in range(m - n, m):\n            total += _accumulate(", LAMAML,
+      "compiled glance: meta-gradient from the incoming examples of the meta-batch only"),
+    m("kernel-lamaml-pre-activation-bias-rate", "strategies/lamaml_kernels.py",
+      "            p[o] -= rb[o] * d[o]",
+      "            p[o] -= d[o]", LAMAML,
+      "compiled glance: meta examples' first-layer pre-activations moved with bias rate 1"),
+    # -- MER, strategies/mer.py and strategies/functional.py -------------------------------------
+    m("mer-beta-swapped", "strategies/mer.py",
+      "reptile(self._params, self._before_batch, beta)",
+      "reptile(self._params, self._before_batch, 1 - beta)", MER,
+      "reference path: within-batch Reptile with 1 - beta"),
+    m("mer-gamma-swapped", "strategies/mer.py",
+      "reptile(self._params, self._before_example, gamma)",
+      "reptile(self._params, self._before_example, 1 - gamma)", MER,
+      "reference path: across-batch Reptile with 1 - gamma (Algorithms 1, 6)"),
+    m("mer-alg7-gamma-swapped", "strategies/mer.py",
+      "reptile(self._params, self._before_example, self.gamma)",
+      "reptile(self._params, self._before_example, 1 - self.gamma)", MER,
+      "reference path: Algorithm 7's Reptile with 1 - gamma"),
+    m("mer-rates-swapped", "strategies/mer.py",
+      "return self.beta, self.gamma",
+      "return 1 - self.beta, 1 - self.gamma", MER,
+      "Algorithm 1 with beta <-> 1 - beta and gamma <-> 1 - gamma (both paths)"),
+    m("mer-reptile-lerp-flipped", "strategies/functional.py",
+      "torch._foreach_lerp_(list(params), list(before), 1.0 - rate)",
+      "torch._foreach_lerp_(list(params), list(before), rate)", MER,
+      "reference path: every Reptile step with 1 - rate"),
+    m("mer-incoming-not-in-batch", "strategies/mer.py",
+      "return torch.cat([x, mx]), torch.cat([y, my]), torch.cat([t, mt])",
+      "return mx, my, mt", MER,
+      "reference path: the incoming example left out of its batches"),
+    m("mer-incoming-not-in-plan", "strategies/mer.py",
+      "row = np.concatenate([drawn, [INCOMING]] if self.incoming_last else [[INCOMING], drawn]).astype(np.int64)",
+      "row = np.concatenate([drawn, []]).astype(np.int64)", MER,
+      "compiled path: the incoming example left out of its batches"),
+    m("mer-memory-before-steps", "strategies/mer.py",
+      "            losses.append(self._observe(xi, yi, ti))\n            self.memory.add(xi, yi, ti)\n",
+      "            self.memory.add(xi, yi, ti)\n            losses.append(self._observe(xi, yi, ti))\n", MER,
+      "reference path: the example enters the memory before its steps"),
+    m("mer-plan-reserves-before-draws", "strategies/mer.py",
+      "        for i in range(n):\n            for b in range(rounds):\n",
+      "        for i in range(n):\n            slots[i] = self.memory.reserve()\n            for b in range(rounds):\n", MER,
+      "compiled path: the reservoir slot drawn before the replay draws (and again after)"),
+    m("mer-alg7-weight-not-applied", "strategies/mer.py",
+      "weight[0] = float(self.batches_per_example)",
+      "weight[0] = 1.0", MER,
+      "reference path: Algorithm 7 without the weight s on the incoming example"),
+    m("mer-alg7-plan-weight-not-applied", "strategies/mer.py",
+      "w[0] = float(self.batches_per_example)",
+      "w[0] = 1.0", MER,
+      "compiled path: Algorithm 7 without the weight s on the incoming example"),
+    m("mer-alg6-official-incoming-first", "strategies/mer.py",
+      'self.incoming_last = algorithm == 6 and alg6_form == "official"',
+      "self.incoming_last = False", MER,
+      "official Algorithm 6 with the incoming example first"),
+    # -- MER compiled kernel, strategies/mlp_kernels.py ------------------------------------------
+    m("kernel-reptile-flipped", "strategies/mlp_kernels.py",
+      "r = np.float32(rate)",
+      "r = np.float32(1.0 - rate)", MER,
+      "compiled path: every Reptile step with 1 - rate (_reptile)"),
+    m("kernel-mer-beta-swapped", "strategies/mlp_kernels.py",
+      "_reptile(wts, bs, snap_b_w, snap_b_b, beta)",
+      "_reptile(wts, bs, snap_b_w, snap_b_b, 1.0 - beta)", MER,
+      "compiled path: within-batch Reptile with 1 - beta (mer_minibatch)"),
+    m("kernel-mer-gamma-swapped", "strategies/mlp_kernels.py",
+      "_reptile(wts, bs, snap_a_w, snap_a_b, gamma)",
+      "_reptile(wts, bs, snap_a_w, snap_a_b, 1.0 - gamma)", MER,
+      "compiled path: across-batch Reptile with 1 - gamma (mer_minibatch)"),
+    m("kernel-mer-incoming-skipped", "strategies/mlp_kernels.py",
+      "                if src == SKIP:\n",
+      "                if src == SKIP or src == INCOMING:\n", MER,
+      "compiled path: the incoming example skipped in its batches (mer_minibatch)"),
+    m("kernel-mer-memory-before-steps", "strategies/mlp_kernels.py",
+      "    for i in range(xs.shape[0]):\n        if gamma != 1.0:\n",
+      "    for i in range(xs.shape[0]):\n        if slots[i] >= 0:\n            mem_x[slots[i]] = xs[i]\n"
+      "            mem_y[slots[i]] = ys[i]\n            mem_t[slots[i]] = ts[i]\n        if gamma != 1.0:\n", MER,
+      "compiled path: the example written to the memory before its steps (mer_minibatch)"),
+    m("kernel-mer-weight-ignored", "strategies/mlp_kernels.py",
+      "        d[o] = d[o] / total * weight\n    d[y] -= weight\n",
+      "        d[o] = d[o] / total\n    d[y] -= 1.0\n", MER,
+      "compiled path: the loss weight ignored in the gradient (Algorithm 7's s; _step)"),
+    # -- the reservoir, strategies/memory.py -----------------------------------------------------
+    m("reservoir-keeps-last-n", "strategies/memory.py",
+      "        slot = int(self._rng.integers(0, i + 1))\n        return slot if slot < self.size else -1\n",
+      "        return i % self.size\n", MEMORY,
+      "the memory keeps the last N examples instead of a reservoir sample"),
+    m("reservoir-off-by-one", "strategies/memory.py",
+      "slot = int(self._rng.integers(0, i + 1))",
+      "slot = int(self._rng.integers(0, i))", MEMORY,
+      "Algorithm R's slot drawn in [0, i - 1] instead of [0, i]"),
+    m("reservoir-draws-with-replacement", "strategies/memory.py",
+      "return self._rng.choice(n, size=min(k, n), replace=False)",
+      "return self._rng.choice(n, size=min(k, n), replace=True)", MEMORY,
+      "replay draws may repeat an example"),
+]
+
+
+# -- running --------------------------------------------------------------------------------
+GUARD = '''"""pytest plugin of tests/mutations.py: the suite's packages must come from the copy."""
+import os
+import pytest
+
+
+def pytest_sessionstart(session):
+    import benchmark, scenarios, strategies
+    root = os.path.realpath(os.environ["CLBENCH_MUTATION_ROOT"])
+    where = {m.__name__: os.path.realpath(m.__file__) for m in (strategies, scenarios, benchmark)}
+    with open(os.environ["CLBENCH_MUTATION_IMPORTS"], "w") as f:
+        f.write(where["strategies"])
+    wrong = {k: v for k, v in where.items() if not v.startswith(root + os.sep)}
+    if wrong:
+        pytest.exit(f"imported from outside the mutated copy {root}: {wrong}", returncode=3)
+'''
+
+
+def tracked_files() -> list[str]:
+    out = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, check=True, capture_output=True).stdout
+    return [p for p in out.decode().split("\0") if p]
+
+
+def check_editable_install() -> str:
+    """Where the installed clbench points: an editable install of this repository is expected
+    (its import finder comes after PYTHONPATH, so the copy's packages are imported first)."""
+    code = "import importlib.metadata as md; print(md.distribution('clbench').read_text('direct_url.json') or '')"
+    out = subprocess.run([PYTHON, "-c", code], capture_output=True, text=True, cwd="/").stdout.strip()
+    try:
+        info = json.loads(out)
+    except ValueError:
+        return f"clbench installed without direct_url.json ({out!r}); the guard plugin checks the imports"
+    if not info.get("dir_info", {}).get("editable"):
+        return f"clbench is installed, not editable ({info.get('url')}); the guard plugin checks the imports"
+    if info.get("url") != ROOT.as_uri():
+        return f"editable clbench points at {info.get('url')}, not {ROOT.as_uri()}; the guard plugin checks the imports"
+    return f"clbench is an editable install of {ROOT}: the copy goes first on PYTHONPATH (checked by the guard plugin)"
+
+
+def make_copy(files: list[str], mutated_file: str | None) -> Path:
+    dest = Path(tempfile.mkdtemp(prefix="clbench-mutation-"))
+    for rel in files:
+        src = ROOT / rel
+        if not src.is_file():  # deleted in the working tree
+            continue
+        (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(src, dest / rel)
+    stale = KERNEL_DEPENDENTS.get(mutated_file, ())
+    cache = ROOT / "strategies" / "__pycache__"
+    if cache.is_dir():
+        (dest / "strategies" / "__pycache__").mkdir(exist_ok=True)
+        for f in cache.iterdir():
+            if f.suffix in (".nbi", ".nbc") and f.name.split(".")[0] not in stale:
+                shutil.copy2(f, dest / "strategies" / "__pycache__" / f.name)
+    return dest
+
+
+def apply(mutation: Mutation, root: Path) -> None:
+    path = root / mutation.file
+    text = path.read_text()
+    found = text.count(mutation.old)
+    if found != 1:
+        raise LookupError(f"mutation {mutation.name}: the target string is found {found} times in "
+                          f"{mutation.file} (expected once); the code changed, update tests/mutations.py:\n"
+                          f"{mutation.old}")
+    path.write_text(text.replace(mutation.old, mutation.new))
+
+
+def run_tests(root: Path, tests, guard_dir: Path, timeout: float) -> dict:
+    imports = root / ".mutation-imports"
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(root), str(guard_dir)]),
+               CLBENCH_MUTATION_ROOT=str(root), CLBENCH_MUTATION_IMPORTS=str(imports), PYTHONDONTWRITEBYTECODE="1")
+    start = time.monotonic()
+    try:
+        proc = subprocess.run([PYTHON, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", "-p", "clbench_mutation_guard",
+                               *tests], cwd=root, env=env, capture_output=True, text=True, timeout=timeout)
+        code, output = proc.returncode, proc.stdout + proc.stderr
+    except subprocess.TimeoutExpired as exc:
+        code, output = -1, f"timed out after {timeout:.0f} s\n{exc.stdout or ''}"
+    failed = re.findall(r"^(?:FAILED|ERROR) (\S+)", output, re.M)
+    return {"code": code, "output": output, "first": failed[0] if failed else "",
+            "imported": imports.read_text() if imports.exists() else "", "seconds": time.monotonic() - start}
+
+
+def verdict(result: dict) -> str:
+    if result["code"] == 1 and result["first"]:
+        return "yes"
+    if result["code"] == 0:
+        return "NO"
+    return f"error (pytest exit {result['code']})"
+
+
+def run_one(mutation: Mutation | None, tests, files, guard_dir: Path, timeout: float, keep: bool) -> dict:
+    root = make_copy(files, mutation.file if mutation else None)
+    try:
+        if mutation is not None:
+            apply(mutation, root)
+        result = run_tests(root, tests, guard_dir, timeout)
+        result["root"] = str(root)
+        return result
+    finally:
+        if not keep:
+            shutil.rmtree(root, ignore_errors=True)
+
+
+def table(rows: list[tuple[str, ...]], header: tuple[str, ...]) -> str:
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    line = lambda r: "| " + " | ".join(c.ljust(w) for c, w in zip(r, widths)) + " |"
+    return "\n".join([line(header), "|" + "|".join("-" * (w + 2) for w in widths) + "|", *map(line, rows)])
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--only", nargs="+", metavar="NAME", help="mutation names or shell patterns")
+    ap.add_argument("--list", action="store_true", help="list the mutations and exit")
+    ap.add_argument("--check", action="store_true", help="only check that every target string is found once")
+    ap.add_argument("--jobs", type=int, default=1, help="mutations run at the same time (default 1)")
+    ap.add_argument("--timeout", type=float, default=900, help="seconds per pytest run")
+    ap.add_argument("--keep", action="store_true", help="keep the temporary copies")
+    ap.add_argument("--no-baseline", action="store_true", help="skip the run of the selections without mutation")
+    args = ap.parse_args(argv)
+
+    chosen = MUTATIONS
+    if args.only:
+        chosen = [mu for mu in MUTATIONS if any(fnmatch.fnmatchcase(mu.name, p) for p in args.only)]
+        if not chosen:
+            print(f"no mutation matches {args.only}; names: {', '.join(mu.name for mu in MUTATIONS)}", file=sys.stderr)
+            return 2
+    if args.list:
+        for mu in chosen:
+            print(f"{mu.name}\n    {mu.file}: {mu.what}\n    tests: {' '.join(mu.tests)}")
+        return 0
+    missing = []
+    for mu in chosen:
+        found = (ROOT / mu.file).read_text().count(mu.old)
+        if found != 1:
+            missing.append(f"{mu.name}: target found {found} times in {mu.file} (expected once):\n{mu.old}")
+    if missing:
+        print("\n".join(missing), file=sys.stderr)
+        return 2
+    if args.check:
+        print(f"all {len(chosen)} targets found exactly once")
+        return 0
+
+    print(check_editable_install(), flush=True)
+    files = tracked_files()
+    untracked_tests = [t.split("::")[0] for mu in chosen for t in mu.tests if t.split("::")[0] not in files]
+    if untracked_tests:
+        print(f"not tracked by git (commit them first): {sorted(set(untracked_tests))}", file=sys.stderr)
+        return 2
+    guard_dir = Path(tempfile.mkdtemp(prefix="clbench-mutation-guard-"))
+    (guard_dir / "clbench_mutation_guard.py").write_text(GUARD)
+    try:
+        if not args.no_baseline:
+            selection = list(dict.fromkeys(t for mu in chosen for t in mu.tests))
+            base = run_one(None, selection, files, guard_dir, args.timeout, args.keep)
+            print(f"baseline (no mutation), imports from {base['imported'] or '?'}: pytest exit {base['code']} "
+                  f"in {base['seconds']:.0f} s", flush=True)
+            if base["code"] != 0:
+                print(base["output"][-4000:], file=sys.stderr)
+                print("the tests fail without any mutation: fix them first", file=sys.stderr)
+                return 1
+
+        def job(mu):
+            result = run_one(mu, mu.tests, files, guard_dir, args.timeout, args.keep)
+            print(f"{mu.name}: caught {verdict(result)} in {result['seconds']:.0f} s {result['first']}"
+                  f" (imports from {result['imported'] or '?'})", flush=True)
+            return result
+
+        with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
+            results = list(pool.map(job, chosen))
+    finally:
+        shutil.rmtree(guard_dir, ignore_errors=True)
+
+    rows = [(mu.name, mu.file, verdict(r), r["first"] or "-") for mu, r in zip(chosen, results)]
+    print()
+    print(table(rows, ("mutation", "file", "caught", "first failing test")))
+    bad = [(mu, r) for mu, r in zip(chosen, results) if verdict(r) != "yes"]
+    for mu, r in bad:
+        print(f"\n{mu.name} ({mu.what}): {verdict(r)}\n{r['output'][-3000:]}", file=sys.stderr)
+    caught = len(chosen) - len(bad)
+    print(f"\n{caught} of {len(chosen)} mutations caught")
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
