@@ -261,3 +261,13 @@ def test_report_help_names_the_config_option(capsys):
     assert main(["report", "--help"]) == 0
     text = " ".join(capsys.readouterr().out.split())
     assert "--config NAME" in text and "reports/NAME/" in text
+
+
+def test_a_folder_from_before_the_config_history_reports_its_experiment_yaml(tmp_path, capsys):
+    store = synthetic.write_store(tmp_path, n_runs=4, strategies=1, failed_every=0)
+    (tmp_path / "experiment.yaml").write_text(yaml.safe_dump(synthetic.experiment(4, strategies=1).source))
+    assert not (tmp_path / "configs").exists()
+    assert main(["report", str(tmp_path), "--config", "synthetic"]) == 0
+    rows = list(csv.DictReader(open(tmp_path / "reports" / "synthetic" / "summary.csv")))
+    assert sorted(r["run_id"] for r in rows) == sorted(r["run_id"] for r in store.records())
+    assert "experiment.yaml" in (tmp_path / "reports" / "synthetic" / "report.md").read_text()
