@@ -38,9 +38,8 @@ TOP_KEYS = ("name", "seeds", "train", "model", "scenarios", "strategies", "descr
 TRAIN_DEFAULTS = {"batch_size": 10, "epochs": 1, "eval_batch_size": 1000, "device": "auto", "task_mask": True}
 MODEL_DEFAULTS = {"name": "auto", "hidden": [100, 100], "init": "torch"}
 DEVICES = ("auto", "cpu", "cuda")
-# settings that do not change results, so they stay out of the run id
-NOT_IN_RUN_ID = ("device", "eval_batch_size")
-SCENARIO_NOT_IN_RUN_ID = ("data_root", "download")  # where the data live, not what they are
+# settings that do not change results, so they stay out of the run id (and the report's groups)
+from benchmark.spec_keys import NOT_IN_RUN_ID, SCENARIO_NOT_IN_RUN_ID  # noqa: E402
 MAX_SEED = 2**32 - 1  # what every generator of a run (Python, NumPy, torch) accepts
 
 

@@ -5,8 +5,8 @@ every table row, plot, heatmap and significance test of a report is built from o
 *configuration group*: the runs whose resolved spec (``RunSpec.to_dict()``, kept in each
 record's ``config``) is identical once the seed and the settings that do not change results
 are left out. Those settings are the ones the run id leaves out too
-(``benchmark.config.NOT_IN_RUN_ID``: device, eval batch size;
-``benchmark.config.SCENARIO_NOT_IN_RUN_ID``: data root, download), so a run moved to another
+(``benchmark.spec_keys.NOT_IN_RUN_ID``: device, eval batch size;
+``benchmark.spec_keys.SCENARIO_NOT_IN_RUN_ID``: data root, download), so a run moved to another
 machine or data folder stays in its group. Two configurations are never averaged into one row:
 ``split-mnist`` with and without task labels, ``permuted-mnist`` with 2 and 4 tasks, or a
 ``--set train.batch_size=1`` rerun in the same folder, are told apart.
@@ -33,19 +33,12 @@ import hashlib
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import Any
+
+from benchmark.spec_keys import NOT_IN_RUN_ID, SCENARIO_NOT_IN_RUN_ID
 
 MISSING = "missing"  # how a key that a record lacks is written in a label
 _ABSENT = object()
-
-
-@lru_cache(maxsize=1)
-def _not_in_run_id() -> tuple[tuple[str, ...], tuple[str, ...]]:
-    # imported when first needed: benchmark.config imports the scenario and strategy registries
-    from benchmark.config import NOT_IN_RUN_ID, SCENARIO_NOT_IN_RUN_ID
-
-    return tuple(NOT_IN_RUN_ID), tuple(SCENARIO_NOT_IN_RUN_ID)
 
 
 def digest(obj: Any, n: int = 10) -> str:
@@ -63,7 +56,7 @@ def section_setting(rec: dict[str, Any]) -> dict[str, Any]:
     settings, without those that do not change results. A part the record lacks is left out
     (so it is a value of its own)."""
     cfg = rec.get("config") if isinstance(rec.get("config"), dict) else {}
-    train_out, scenario_out = _not_in_run_id()
+    train_out, scenario_out = NOT_IN_RUN_ID, SCENARIO_NOT_IN_RUN_ID
     out: dict[str, Any] = {"scenario": rec.get("scenario", cfg.get("scenario"))}
     if "scenario_params" in cfg:
         out["scenario_params"] = _without(cfg["scenario_params"], scenario_out)

@@ -22,9 +22,10 @@ def test_specs_cover_every_combination_with_resolved_parameters():
     specs = exp.specs()
     assert len(specs) == 1 * 2 * 2
     er = next(s for s in specs if s.strategy == "er")
-    assert er.hparams == {"lr": 0.1, "mem_size": 20, "replay_batch": 10, "momentum": 0.0}
+    assert er.hparams == {"lr": 0.1, "mem_size": 20, "replay_batch": 10, "momentum": 0.0, "per_example": False}
     assert er.scenario_params["source"] == "mnist5k" and er.scenario_params["identity_first"] is False
-    assert exp.train == {"batch_size": 10, "epochs": 1, "eval_batch_size": 1000, "device": "auto"}
+    assert exp.train == {"batch_size": 10, "epochs": 1, "eval_batch_size": 1000, "device": "auto", "task_mask": True}
+    assert exp.model == {"name": "auto", "hidden": [100, 100], "init": "torch"}
 
 
 def test_run_id_is_stable_and_changes_with_what_changes_results():
@@ -43,6 +44,24 @@ def test_run_id_is_stable_and_changes_with_what_changes_results():
     explicit = _copy(BASE)
     explicit["strategies"][0]["momentum"] = 0.0  # a default written out is the same spec
     assert [s.run_id for s in validate(explicit).specs()] == [s.run_id for s in a]
+    moved = _copy(BASE)  # where the data live and whether they may be downloaded change nothing
+    moved["scenarios"][0].update(data_root="/elsewhere/data", download=False)
+    moved_specs = validate(moved).specs()
+    assert [s.run_id for s in moved_specs] == [s.run_id for s in a]
+    assert moved_specs[0].to_dict()["scenario_params"]["data_root"] == "/elsewhere/data"  # still recorded
+    for key, value in (("model", {"init": "xavier"}), ("train", {"task_mask": False})):
+        other = _copy(BASE)
+        other.setdefault(key, {}).update(value)  # what does change results changes the run id
+        assert not {s.run_id for s in validate(other).specs()} & {s.run_id for s in a}, key
+
+
+def test_model_init_and_task_mask_are_checked():
+    for key, value, message in (("model", {"init": "he"}, "model.init is 'he'; allowed: torch, xavier, kaiming"),
+                                ("train", {"task_mask": "yes"}, "train.task_mask must be true or false")):
+        bad = _copy(BASE)
+        bad.setdefault(key, {}).update(value)
+        with pytest.raises(ConfigError, match=message):
+            validate(bad)
 
 
 def test_run_id_is_a_safe_folder_name():
