@@ -198,10 +198,14 @@ MUTATIONS = [
       "            losses.append(self._observe(xi, yi, ti))\n            self.memory.add(xi, yi, ti)\n",
       "            self.memory.add(xi, yi, ti)\n            losses.append(self._observe(xi, yi, ti))\n", MER,
       "reference path: the example enters the memory before its steps"),
-    m("mer-plan-reserves-before-draws", "strategies/mer.py",
-      "        for i in range(n):\n            for b in range(rounds):\n",
-      "        for i in range(n):\n            slots[i] = self.memory.reserve()\n            for b in range(rounds):\n", MER,
-      "compiled path: the reservoir slot drawn before the replay draws (and again after)"),
+    m("mer-alg7-not-shuffled", "strategies/mer.py",
+      "total += self._sgd_through(bx[order], by[order], bt[order], weight[order])",
+      "total += self._sgd_through(bx, by, bt, weight)", MER,
+      "reference path: Algorithm 7's batch in draw order (incoming first), the permutation unused"),
+    m("mer-alg7-plan-not-shuffled", "strategies/mer.py",
+      "                    row, w = row[order], w[order]\n",
+      "", MER,
+      "compiled path: Algorithm 7's batch in draw order (incoming first), the permutation unused"),
     m("mer-alg7-weight-not-applied", "strategies/mer.py",
       "weight[0] = float(self.batches_per_example)",
       "weight[0] = 1.0", MER,
@@ -334,7 +338,7 @@ def run_tests(root: Path, tests, guard_dir: Path, timeout: float) -> dict:
                                *tests], cwd=root, env=env, capture_output=True, text=True, timeout=timeout)
         code, output = proc.returncode, proc.stdout + proc.stderr
     except subprocess.TimeoutExpired as exc:
-        code, output = -1, f"timed out after {timeout:.0f} s\n{exc.stdout or ''}"
+        code, output = None, f"timed out after {timeout:.0f} s\n{exc.stdout or ''}"
     failed = re.findall(r"^(?:FAILED|ERROR) (\S+)", output, re.M)
     return {"code": code, "output": output, "first": failed[0] if failed else "",
             "imported": imports.read_text() if imports.exists() else "", "seconds": time.monotonic() - start}
@@ -345,6 +349,10 @@ def verdict(result: dict) -> str:
         return "yes"
     if result["code"] == 0:
         return "NO"
+    if result["code"] is None:
+        return "error (timed out)"
+    if result["code"] < 0:
+        return f"error (pytest killed by signal {-result['code']})"
     return f"error (pytest exit {result['code']})"
 
 

@@ -9,10 +9,12 @@ replay) and the order generator ``torch.Generator().manual_seed(seed)`` (La-MAML
 each glance, MER Algorithm 7's batch order); the tests make the same calls on their own
 generators, so they know which examples the strategies drew.
 
-Setting: an MLP 6-5-4-3 (ReLU), eight examples of six features (some exactly zero, which the
-compiled kernels skip), one Avalanche experience read in order as two minibatches of four. The
-memory holds five examples, so it fills during the first minibatch and Algorithm R starts
-replacing during the second; replay batches are smaller than the memory, so draws are random.
+Setting: an MLP 6-5-4-3 (ReLU), eight examples of six features in [0, 10) (some exactly zero,
+which the compiled kernels skip), one Avalanche experience read in order as two minibatches of
+four. The memory holds five examples: the fifth example fills it and Algorithm R replaces from
+the sixth on, during the second minibatch; replay batches of three are drawn at random. The
+La-MAML settings make the clipping act in some glances and not in others (for the weights' and
+the rates' meta-gradients), and drive some learned rates below zero, where relu matters.
 Every strategy runs twice: on the compiled path (numba kernels, the default for float32 CPU
 ReLU MLPs) and on the reference autograd path (``fast_path=False``).
 
@@ -174,8 +176,8 @@ def _check_params(strategy, expected):
 
 def _check_path(strategy, fast_path):
     """The path asked for is the one that ran."""
-    if strategy.__class__.__name__ == "MER":
-        assert (strategy._compiled is not None) is fast_path
+    if strategy.__class__.__name__ == "MER":  # reference: autograd, neither kernel nor torch closed form
+        assert (strategy._compiled is not None) is fast_path and (strategy._layers is not None) is fast_path
     else:
         assert (strategy._compiled is not None) is fast_path and strategy._closed_form is fast_path
 
