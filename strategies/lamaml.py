@@ -27,8 +27,11 @@ For every incoming minibatch, ``glances`` times (official ``model/lamaml.py``):
    (Eq. 8, La-MAML), or synchronous ``theta <- theta - opt_wt * grad_theta`` (C-MAML,
    Sync-La-MAML).
 
-In task-incremental streams each example's loss is taken over the classes of its own task.
-First-order meta-gradients on ReLU MLPs take a closed-form path equal to the autograd one to
+Deviations from the official code, none of which changes the algorithm: memory examples of a
+meta-batch are drawn without replacement (the official code reshuffles per draw, which can
+repeat one); the reservoir uses Vitter's Algorithm R exactly (the official
+``random.randint(0, age)`` is off by one). In task-incremental streams each example's loss is
+taken over the classes of its own task. First-order meta-gradients on ReLU MLPs take a closed-form path equal to the autograd one to
 float rounding: compiled on the CPU (:mod:`strategies.lamaml_kernels`), torch kernels elsewhere
 (:mod:`strategies.fast_lamaml`).
 """

@@ -60,6 +60,23 @@ class Registry:
         self._loaded_entry_points = False
         self._files: dict[Path, list[str]] = {}  # plugin files loaded, and what each added
 
+    # -- isolation (tests, notebooks) ---------------------------------------------------------
+    _STATE = ("_defs", "_aliases", "_broken", "_files", "_loaded_entry_points")
+
+    def snapshot(self) -> dict[str, Any]:
+        """What this registry holds now (strategies, aliases, broken plugins, plugin files,
+        whether entry points were loaded), for :meth:`restore`."""
+        return {k: (dict(v) if isinstance(v, dict) else v) for k, v in ((k, getattr(self, k)) for k in self._STATE)}
+
+    def restore(self, state: dict[str, Any] | None = None) -> None:
+        """Put back a :meth:`snapshot` (None: the state of a new registry, before anything
+        was registered)."""
+        if state is None:
+            state = type(self)(builtins=self._builtins).snapshot()
+        for k in self._STATE:
+            value = state[k]
+            setattr(self, k, dict(value) if isinstance(value, dict) else value)
+
     # -- registration -------------------------------------------------------------------
     def register(self, name: str, *, aliases: tuple[str, ...] = (), description: str | None = None,
                  check: Callable[[dict[str, Any]], None] | None = None, origin: str = "clbench"):

@@ -9,9 +9,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-_REGISTRY_STATE = ("_defs", "_aliases", "_broken", "_files", "_loaded_entry_points")
-
-
 @pytest.fixture(autouse=True)
 def isolated_strategy_registry():
     """Strategies that a test registers in the suite's registry (``strategies.REGISTRY``), say
@@ -20,24 +17,15 @@ def isolated_strategy_registry():
     during the test is put back to its initial, empty state), and the modules of plugin files
     loaded during the test are dropped."""
     registry = sys.modules["strategies"].REGISTRY if "strategies" in sys.modules else None
-    saved = None if registry is None else {k: _shallow_copy(getattr(registry, k)) for k in _REGISTRY_STATE}
+    saved = None if registry is None else registry.snapshot()
     modules = set(sys.modules)
     yield
     if "strategies" not in sys.modules:
         return
-    registry = sys.modules["strategies"].REGISTRY
-    if saved is None:  # imported during the test: the state of a new registry
-        fresh = type(registry)(builtins=registry._builtins)
-        saved = {k: getattr(fresh, k) for k in _REGISTRY_STATE}
-    for key, value in saved.items():
-        setattr(registry, key, value)
+    sys.modules["strategies"].REGISTRY.restore(saved)  # None: imported during the test, a new registry's state
     for name in set(sys.modules) - modules:
         if name.startswith("clbench_plugin_"):
             del sys.modules[name]
-
-
-def _shallow_copy(value):
-    return dict(value) if isinstance(value, dict) else value
 
 
 def write_idx(path: Path, array: np.ndarray) -> None:

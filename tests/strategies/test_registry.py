@@ -86,3 +86,25 @@ def test_entry_points_register_and_a_broken_one_is_isolated(tmp_path, monkeypatc
     with pytest.raises(StrategyError, match=r"unknown strategy 'broken-one'.*broken-one: ImportError: missing dependency foo"):
         reg.get("broken-one")
     sys.modules.pop("fakeplug_mod", None)
+
+
+def test_snapshot_and_restore_isolate_registrations():
+    from strategies.registry import Registry
+
+    reg = Registry()
+
+    @reg.register("first")
+    def first(*, model, context):
+        """One."""
+
+    saved = reg.snapshot()
+
+    @reg.register("second")
+    def second(*, model, context):
+        """Two."""
+
+    assert {"first", "second"} <= set(reg.names())
+    reg.restore(saved)
+    assert "first" in reg.names() and "second" not in reg.names()
+    reg.restore()  # a new registry's state
+    assert "first" not in reg.names()
