@@ -11,7 +11,9 @@ source's training split, independently for every task.
 
 Rotations: the MER and La-MAML MNIST Rotations data are the file made by GEM's generator
 (facebookresearch/GradientEpisodicMemory, ``data/mnist_rotations.py``; MER's ``get_data.py``
-downloads it prebuilt, and La-MAML's README sends users to the same ``get_data.py``). That
+downloads it prebuilt; La-MAML's README sends users to a ``get_data.py`` for the MNIST
+benchmarks and its ``dataloaders/task_incremental_loader.py`` loads the same ``<dataset>.pt``
+task files; La-MAML has no rotation generator of its own). That
 generator gives task t of T one angle drawn uniformly in
 [t*(max-min)/T + min, (t+1)*(max-min)/T + min) degrees, min 0 and max 180 in the run
 scripts, so the angles grow task by task (``angles: progressive``, our default), and rotates
