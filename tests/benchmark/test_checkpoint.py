@@ -34,6 +34,7 @@ STREAM = {"name": "permuted-mnist", "source": "digits", "n_tasks": N_TASKS, "per
 CHECKPOINTED = {
     "naive": {"lr": 0.1, "momentum": 0.5},  # momentum: the optimizer's state must be restored
     "er": {"mem_size": 20, "replay_batch": 5},
+    "er-per-example": {"mem_size": 20, "replay_batch": 5, "per_example": True, "momentum": 0.5},
     "ewc": {"ewc_lambda": 10.0},
     "si": {},
     "lwf": {},
@@ -96,7 +97,7 @@ Path(args["out"]).write_text(json.dumps(results))
 
 
 def _config(strategy: str, hparams: dict, *, n_tasks: int = N_TASKS, seed: int = 0) -> dict:
-    name = "mer" if strategy.startswith("mer") else strategy
+    name = "mer" if strategy.startswith("mer") else "er" if strategy.startswith("er-") else strategy
     return {"name": "ckpt", "seeds": [seed], "train": {"batch_size": 10, "epochs": 1, "device": "cpu"},
             "model": {"name": "mlp", "hidden": [32, 32]}, "scenarios": [{**STREAM, "n_tasks": n_tasks}],
             "strategies": [{"name": name, **hparams}]}
