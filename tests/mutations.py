@@ -43,6 +43,8 @@ PYTHON = sys.executable
 EXACT = "tests/strategies/test_exact_updates.py"
 MER = [f"{EXACT}::test_mer_updates_equal_the_papers_equations", "tests/strategies/test_mer.py"]
 LAMAML = [f"{EXACT}::test_lamaml_family_updates_equal_the_papers_equations", "tests/strategies/test_lamaml.py"]
+ER = ["tests/strategies/test_er.py"]
+MASK = ["tests/strategies/test_task_mask.py"]
 MEMORY = [f"{EXACT}::test_reservoir_memory_is_algorithm_r", "tests/strategies/test_memory.py", MER[0], LAMAML[0]]
 # kernel files, and the kernel files whose numba caches go stale when they change (their callers)
 KERNEL_DEPENDENTS = {"strategies/mlp_kernels.py": ("mlp_kernels", "lamaml_kernels"),
@@ -257,6 +259,30 @@ MUTATIONS = [
       "return self._rng.choice(n, size=min(k, n), replace=False)",
       "return self._rng.choice(n, size=min(k, n), replace=True)", MEMORY,
       "replay draws may repeat an example"),
+    # -- per-example ER (strategies/er.py) and the task-IL training mask ------------------------
+    m("er-memory-before-step", "strategies/er.py",
+      """            if self.replay_batch and len(self.memory):
+                mx, my, mt = self.memory.sample(self.replay_batch)""",
+      """            self.memory.add(xi, yi, ti)
+            if self.replay_batch and len(self.memory):
+                mx, my, mt = self.memory.sample(self.replay_batch)""", ER,
+      "the incoming example enters the reservoir before its step (and twice)"),
+    m("er-example-not-in-batch", "strategies/er.py",
+      "bx, by, bt = torch.cat([mx, xi]), torch.cat([my, yi]), torch.cat([mt, ti])",
+      "bx, by, bt = mx, my, mt", ER,
+      "the step is taken on the memory draws only"),
+    m("er-sign", "strategies/er.py",
+      "torch._foreach_add_(self._params, grads, alpha=-self.lr)",
+      "torch._foreach_add_(self._params, grads, alpha=self.lr)", ER,
+      "gradient ascent"),
+    m("task-mask-criterion-unmasked", "strategies/functional.py",
+      "return F.cross_entropy(logits + self.by_label.to(logits.device)[y], y)",
+      "return F.cross_entropy(logits, y)", MASK,
+      "Avalanche templates train over all classes on task-IL streams"),
+    m("task-mask-not-given-to-ours", "strategies/context.py",
+      "        if not self.masks_training:\n            return None",
+      "        return None", MASK,
+      "our strategies train over all classes on task-IL streams"),
 ]
 
 
