@@ -206,6 +206,25 @@ def problem(rec: Any, run_id: str | None = None) -> str | None:
         return f"'random_init_acc' is not a list of {t} accuracies"
     if "n_tasks" in rec and rec["n_tasks"] != t:
         return f"'n_tasks' is {rec['n_tasks']!r} but 'acc_matrix' has {t} rows"
+    return _metrics_disagree(rec["metrics"], m, b)
+
+
+def _metrics_disagree(stored: dict[str, Any], acc_matrix: list, random_init: list) -> str | None:
+    """A standard metric of a done record that is not what its accuracy matrix gives (one
+    line), or None. The report and the summary read the stored metrics, so a hand-edited or
+    damaged value (``acc: 1e308``) would be shown as measured; such a record is refused like any
+    other malformed one. A metric stored as null stays missing (joint training leaves LA, BWT,
+    FWT and forgetting undefined)."""
+    from benchmark.metrics import all_metrics
+
+    computed = all_metrics(acc_matrix, random_init)
+    for key in METRICS:
+        value = stored.get(key)
+        if value is None or key not in computed or not math.isfinite(computed[key]):
+            continue
+        if not math.isclose(value, computed[key], rel_tol=1e-9, abs_tol=1e-12):
+            return (f"metric '{key}' is {value!r} but its accuracy matrix gives {computed[key]:.6g}; "
+                    "the record was edited or damaged")
     return None
 
 

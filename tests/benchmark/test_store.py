@@ -65,6 +65,10 @@ CORRUPTIONS = {
     "seed as text": (_edit(lambda r: r.update(seed="0")), r"'seed' is not an integer"),
     "run_id of another folder": (_edit(lambda r: r.update(run_id="elsewhere")), r"run_id 'elsewhere' is not its folder's name"),
     "metric as text": (_edit(lambda r: r["metrics"].update(acc="high")), r"metric 'acc' is not a number"),
+    "metric edited by hand": (_edit(lambda r: r["metrics"].update(acc=1e308)),
+                              r"metric 'acc' is 1e\+308 but its accuracy matrix gives 0\.\d+; the record was edited"),
+    "forgetting not what the matrix gives": (_edit(lambda r: r["metrics"].update(forgetting=r["metrics"]["forgetting"] + 0.1)),
+                                             r"metric 'forgetting' is .* but its accuracy matrix gives"),
     "random-init accuracies too short": (_edit(lambda r: r["random_init_acc"].pop()), r"'random_init_acc' is not a list of 3"),
     "failed without an error": (_edit(lambda r: (r.update(status="failed"), r.pop("error", None))),
                                 r"a failed run without an 'error' message"),
@@ -92,7 +96,7 @@ def test_a_bad_record_is_never_read_as_a_result(case, done_sweep, tmp_path):
     assert store.read(victim.parent.name) is None and not store.is_done(victim.parent.name)
 
 
-@pytest.mark.parametrize("case", ["truncated", "matrix of the wrong shape", "a folder"])
+@pytest.mark.parametrize("case", ["truncated", "matrix of the wrong shape", "a folder", "metric edited by hand"])
 def test_report_names_a_bad_record_in_one_line_and_goes_on(case, done_sweep, tmp_path, capsys):
     corrupt, _ = CORRUPTIONS[case]
     _, out = done_sweep
@@ -109,7 +113,8 @@ def test_report_names_a_bad_record_in_one_line_and_goes_on(case, done_sweep, tmp
     assert str(victim) in (work / "report.md").read_text()
 
 
-@pytest.mark.parametrize("case", ["truncated", "matrix of the wrong shape", "done without a matrix", "a folder"])
+@pytest.mark.parametrize("case", ["truncated", "matrix of the wrong shape", "done without a matrix", "a folder",
+                                  "metric edited by hand"])
 def test_run_keeps_a_bad_record_aside_and_redoes_the_run(case, done_sweep, tmp_path, capsys):
     cfg, out = done_sweep
     work = tmp_path / "work"
