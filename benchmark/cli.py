@@ -13,45 +13,10 @@ import argparse
 import sys
 from pathlib import Path
 
+from benchmark.usage import Parser as _Parser
+from benchmark.usage import UsageError
+
 EXIT_OK, EXIT_RUNS_FAILED, EXIT_BAD_INPUT = 0, 1, 2
-
-
-class UsageError(ValueError):
-    """Bad command-line input."""
-
-
-def _closest(word: str, allowed) -> str:
-    import difflib
-
-    m = difflib.get_close_matches(word, [str(a) for a in allowed], n=1, cutoff=0.6)
-    return f" (did you mean '{m[0]}'?)" if m else ""
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):  # one line, status 2, like every other bad input
-        if message.startswith("unrecognized arguments:"):
-            words = message.split(":", 1)[1].split()
-            option = next((w.split("=", 1)[0] for w in words if w.startswith("-")), None)
-            if option is not None:
-                message += _closest(option, _option_strings(self)) + f" (see `{self.prog} --help`)"
-        raise UsageError(f"{self.prog}: {message}")
-
-    def _check_value(self, action, value):  # name the allowed values and the closest one
-        if action.choices is not None and value not in action.choices:
-            allowed = ", ".join(map(str, action.choices))
-            raise argparse.ArgumentError(action, f"invalid choice: {value!r}; allowed: {allowed}"
-                                                 f"{_closest(str(value), action.choices)}")
-
-
-def _option_strings(parser: argparse.ArgumentParser) -> list[str]:
-    """Every option of ``parser`` and of its subcommands."""
-    found = []
-    for action in parser._actions:
-        found += [o for o in action.option_strings if o.startswith("--")]
-        if isinstance(action, argparse._SubParsersAction):
-            for sub in action.choices.values():
-                found += _option_strings(sub)
-    return sorted(set(found))
 
 
 def _parser() -> argparse.ArgumentParser:

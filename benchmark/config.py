@@ -20,6 +20,7 @@ config never runs code.
 
 from __future__ import annotations
 
+import copy
 import difflib
 import hashlib
 import json
@@ -33,14 +34,16 @@ import yaml
 import scenarios
 import strategies
 from benchmark.models import BACKBONES, INITS
+from benchmark.spec_keys import NOT_IN_RUN_ID, SCENARIO_NOT_IN_RUN_ID
 
 TOP_KEYS = ("name", "seeds", "train", "model", "scenarios", "strategies", "description")
 TRAIN_DEFAULTS = {"batch_size": 10, "epochs": 1, "eval_batch_size": 1000, "device": "auto", "task_mask": True}
 MODEL_DEFAULTS = {"name": "auto", "hidden": [100, 100], "init": "torch"}
 DEVICES = ("auto", "cpu", "cuda")
-# settings that do not change results, so they stay out of the run id (and the report's groups)
-from benchmark.spec_keys import NOT_IN_RUN_ID, SCENARIO_NOT_IN_RUN_ID  # noqa: E402
+# settings that do not change results stay out of the run id (and the report's groups):
+# benchmark.spec_keys.NOT_IN_RUN_ID and SCENARIO_NOT_IN_RUN_ID
 MAX_SEED = 2**32 - 1  # what every generator of a run (Python, NumPy, torch) accepts
+MAX_NAME_BYTES = 200  # a folder name: filesystems allow 255 bytes
 
 
 class ConfigError(ValueError):
@@ -147,13 +150,15 @@ def load_experiment(path: str | Path, *, overrides: list[str] = (), check_data: 
     ``check_data``, also check that every stream fits its data (:func:`scenarios.check_data`)."""
     if "\0" in str(path):
         raise ConfigError(f"config file name {str(path)!r} contains a NUL byte")
+    if not str(path).strip():
+        raise ConfigError("config file name is empty; give an experiment YAML file")
     p = Path(path)
-    if p.is_dir():
-        raise ConfigError(f"config {p} is a folder; give an experiment YAML file")
-    if not p.is_file():
-        raise ConfigError(f"config file not found: {p}")
+    _check_config_path(p)
     try:
         raw = yaml.load(p.read_text(encoding="utf-8"), Loader=_SafeLoader)  # a SafeLoader: never runs code
+    except RecursionError:
+        raise ConfigError(f"config {p}: nested too deeply for a config (YAML mappings or lists inside each "
+                          "other thousands of levels down)") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -172,12 +177,50 @@ def load_experiment(path: str | Path, *, overrides: list[str] = (), check_data: 
         raise ConfigError(f"config {p}: the top level is {_kind(raw)}; it must be a mapping with keys "
                           f"{', '.join(TOP_KEYS)}")
     raw.setdefault("name", p.stem)
+    original = copy.deepcopy(raw) if overrides else None
     for item in overrides:
         apply_override(raw, item)
-    exp = validate(raw, where=str(p))
+    try:
+        exp = validate(raw, where=str(p))
+    except RecursionError:
+        raise ConfigError(f"config {p}: nested too deeply for a config") from None
+    except ConfigError as exc:
+        if original is None:
+            raise
+        try:  # the file alone is fine: the --set values are what is wrong
+            validate(original, where=str(p))
+        except (ConfigError, RecursionError):
+            raise exc from None
+        problem = str(exc).removeprefix(f"{p}: ")
+        raise ConfigError(f"--set {' '.join(overrides)}: {problem}") from None
     if check_data:
         _check_data(exp, where=str(p))
     return exp
+
+
+def _check_config_path(p: Path) -> None:
+    """One line for a config path that is not a readable regular file: missing, a folder, a
+    FIFO or device, a symbolic-link loop, a name longer than the filesystem allows."""
+    import errno
+    import stat
+
+    try:
+        mode = p.stat().st_mode
+    except OSError as exc:
+        if exc.errno == errno.ENAMETOOLONG:
+            raise ConfigError(f"config path is too long for the filesystem ({len(str(p))} characters): "
+                              f"{str(p)[:60]}...") from None
+        if exc.errno == errno.ELOOP:
+            raise ConfigError(f"config {p} is a symbolic link loop; give an experiment YAML file") from None
+        if exc.errno in (errno.ENOENT, errno.ENOTDIR):
+            raise ConfigError(f"config file not found: {p}") from None
+        raise ConfigError(f"config {p}: cannot read it ({exc.strerror or type(exc).__name__})") from None
+    if stat.S_ISDIR(mode):
+        raise ConfigError(f"config {p} is a folder; give an experiment YAML file")
+    if not stat.S_ISREG(mode):
+        kind = "a FIFO" if stat.S_ISFIFO(mode) else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) \
+            else "a socket" if stat.S_ISSOCK(mode) else "not a regular file"
+        raise ConfigError(f"config {p} is {kind}, not a file; give an experiment YAML file")
 
 
 def _check_data(exp: Experiment, *, where: str) -> None:
@@ -235,7 +278,7 @@ def apply_override(raw: dict[str, Any], item: str) -> None:
     for i, e in enumerate(entries):  # an entry may be written as its bare name
         if isinstance(e, str):
             entries[i] = {"name": e}
-    if selector.isdigit():
+    if selector.isascii() and selector.isdigit():
         idx = int(selector)
         if idx >= len(entries):
             raise ConfigError(f"--set key '{key}': there are only {len(entries)} {head} entries")
@@ -264,6 +307,9 @@ def validate(raw: dict[str, Any], *, where: str = "config") -> Experiment:
     name = raw.get("name")
     if not isinstance(name, str) or not name.strip():
         raise ConfigError(f"{where}: 'name' must be a non-empty string, got {name!r}")
+    if len(name.encode("utf-8")) > MAX_NAME_BYTES:
+        raise ConfigError(f"{where}: 'name' is {len(name.encode('utf-8'))} bytes long; at most {MAX_NAME_BYTES} "
+                          "(it names the results folder)")
     if "/" in name or "\\" in name or not name.isprintable():
         raise ConfigError(f"{where}: 'name' is {name!r}; it names the results folder, so it may not contain "
                           "'/', '\\' or control characters (NUL, tab, newline)")

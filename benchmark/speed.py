@@ -295,7 +295,9 @@ def render(result: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="clbench speed", description=__doc__.split("\n\n")[0])
+    from benchmark.usage import Parser, UsageError, closest
+
+    p = Parser(prog="clbench speed", description=__doc__.split("\n\n")[0])
     p.add_argument("--size", choices=sorted(SIZES, key=SIZES.get), default="small",
                    help="examples per task (tiny 50, small 300, medium 1000, large 3000)")
     p.add_argument("--glances", type=int, default=1, help="glances of La-MAML/C-MAML (epochs of lamaml_v2)")
@@ -305,6 +307,16 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if args.repeat < 1:
         p.error(f"--repeat must be >= 1, got {args.repeat}")
+    if args.glances < 1:
+        p.error(f"--glances must be >= 1, got {args.glances}")
+    known = configurations(glances=1)
+    if args.only is not None:
+        if not args.only:
+            raise UsageError(f"speed: --only needs at least one of: {', '.join(known)}")
+        for name in args.only:
+            if name not in known:
+                raise UsageError(f"speed: --only {name!r} is not a strategy of the benchmark{closest(name, known)}; "
+                                 f"allowed: {', '.join(known)}")
     result = run(size=args.size, glances=args.glances, only=args.only, repeat=args.repeat)
     print(render(result))
     if args.out:

@@ -314,8 +314,9 @@ CASES = [
       plug=in_file("clash.py", "import strategies\n\n@strategies.register('naive')\ndef mine(*, model, context):\n    return None\n")),
     c("unknown subcommand", r"argument command: invalid choice: 'rnu'; allowed: run, list, report, speed \(did you mean 'run'\?\)",
       args=["rnu", "{cfg}"]),
-    c("no subcommand", r"the following arguments are required: command", args=[]),
-    c("run without a config", r"clbench run: the following arguments are required: config", args=["run"]),
+    c("no subcommand", r"^clbench: error: a command is required: run, list, report, speed \(see `clbench --help`\)$",
+      args=[]),
+    c("run without a config", r"^clbench: error: run: the following arguments are required: config$", args=["run"]),
     c("unknown option", r"unrecognized arguments: --jbos 2 \(did you mean '--jobs'\?\)", args=[*RUN, "--jbos", "2"]),
 ]
 
@@ -456,3 +457,71 @@ def test_entry_point_and_debug_in_a_real_process(tmp_path):
     assert proc.returncode != 0
     assert "Traceback (most recent call last)" in proc.stderr
     assert re.search(r"ConfigError: .*unknown key 'seed'", proc.stderr)
+
+
+# -- paths, nesting, names and --set values that used to be internal errors or misleading --------
+
+def _deep_yaml(tmp: Path) -> Path:
+    p = tmp / "deep.yaml"
+    p.write_text("name: deep\nseeds: " + "[" * 20000 + "0" + "]" * 20000 + "\n")
+    return p
+
+
+def _fifo(tmp: Path) -> Path:
+    p = tmp / "config.fifo"
+    os.mkfifo(p)
+    return p
+
+
+def _loop(tmp: Path) -> Path:
+    a, b = tmp / "a.yaml", tmp / "b.yaml"
+    a.symlink_to(b)
+    b.symlink_to(a)
+    return a
+
+
+def _good(tmp: Path) -> Path:
+    p = tmp / "good.yaml"
+    p.write_text(yaml.safe_dump(BASE))
+    return p
+
+
+def _long_name(tmp: Path) -> Path:
+    p = tmp / "long.yaml"
+    p.write_text(yaml.safe_dump({**BASE, "name": "n" * 300}))
+    return p
+
+
+PATH_CASES = {
+    "empty config path": (lambda t: ["run", ""], r"^clbench: error: config file name is empty; give an experiment YAML file$"),
+    "config is /dev/null": (lambda t: ["run", "/dev/null"], r"config /dev/null is a device, not a file"),
+    "config is a FIFO": (lambda t: ["run", str(_fifo(t))], r"config .*config\.fifo is a FIFO, not a file"),
+    "config is a symlink loop": (lambda t: ["run", str(_loop(t))], r"a\.yaml is a symbolic link loop"),
+    "config path too long": (lambda t: ["run", str(t / ("x" * 300 + ".yaml"))],
+                             r"config path is too long for the filesystem \(\d+ characters\)"),
+    "config nested 20,000 levels": (lambda t: ["run", str(_deep_yaml(t))], r"deep\.yaml: nested too deeply"),
+    "name longer than a folder name": (lambda t: ["run", str(_long_name(t))],
+                                       r"'name' is 300 bytes long; at most 200 \(it names the results folder\)"),
+    "--set with a non-ASCII digit": (lambda t: ["run", str(_good(t)), "--set", "strategies.\u00b2.lr=0.2"],
+                                     r"--set key 'strategies\.\u00b2\.lr': no strategy named '\u00b2' in the config"),
+    "bad --set value is blamed on --set": (lambda t: ["run", str(_good(t)), "--set", "train.batch_size=abc"],
+                                           r"^clbench: error: --set train\.batch_size=abc: train\.batch_size must be an "
+                                           r"integer >= 1, got 'abc'$"),
+    "speed with an unknown --only": (lambda t: ["speed", "--only", "foo"],
+                                     r"^clbench: error: speed: --only 'foo' is not a strategy of the benchmark; allowed: mer,"),
+    "speed with a bad --size": (lambda t: ["speed", "--size", "huge"],
+                                r"^clbench: error: speed: argument --size: invalid choice: 'huge'; allowed: tiny, small"),
+    "speed with --repeat 0": (lambda t: ["speed", "--repeat", "0"], r"^clbench: error: speed: --repeat must be >= 1, got 0$"),
+}
+
+
+@pytest.mark.parametrize("case", list(PATH_CASES), ids=list(PATH_CASES))
+def test_paths_nesting_names_and_overrides_are_bad_input(case, tmp_path, monkeypatch, capsys):
+    make_argv, pattern = PATH_CASES[case]
+    monkeypatch.chdir(tmp_path)
+    argv = make_argv(tmp_path)
+    before = sorted(p.name for p in tmp_path.iterdir())
+    code = main([*argv, "--out", str(tmp_path / "out")] if argv[0] == "run" and len(argv) > 1 and argv[1] else argv)
+    captured = capsys.readouterr()
+    _check_one_line(code, captured.out, captured.err, pattern)
+    assert sorted(p.name for p in tmp_path.iterdir()) == before, "bad input wrote files"
