@@ -194,7 +194,16 @@ def load_experiment(path: str | Path, *, overrides: list[str] = (), check_data: 
         problem = str(exc).removeprefix(f"{p}: ")
         raise ConfigError(f"--set {' '.join(overrides)}: {problem}") from None
     if check_data:
-        _check_data(exp, where=str(p))
+        try:
+            _check_data(exp, where=str(p))
+        except ConfigError as exc:
+            if original is None:
+                raise
+            try:  # the file alone fits its data: the --set values are what does not
+                _check_data(validate(original, where=str(p)), where=str(p))
+            except (ConfigError, RecursionError):
+                raise exc from None
+            raise ConfigError(f"--set {' '.join(overrides)}: {str(exc).removeprefix(f'{p}: ')}") from None
     return exp
 
 
@@ -226,9 +235,11 @@ def _check_config_path(p: Path) -> None:
 def _check_data(exp: Experiment, *, where: str) -> None:
     """Refuse a stream that does not fit its data before any run starts (a broken npz file,
     more examples per task than there are); sources that need a download are left to the run."""
+    # the largest replay memory of the sweep ('mem_size', the examples a strategy keeps to replay)
+    replay = max((int(hp.get("mem_size") or 0) for _, hp in exp.strategies), default=0)
     for i, (name, params) in enumerate(exp.scenarios):
         try:
-            scenarios.check_data(name, seeds=exp.seeds, **params)
+            scenarios.check_data(name, seeds=exp.seeds, replay_examples=replay, **params)
         except scenarios.ScenarioError as exc:
             raise ConfigError(f"{where}: scenarios[{i}]: {exc}") from None
 

@@ -73,8 +73,9 @@ class Param:
             raise ScenarioError(f"{where} must be {'an integer' if kind == 'int' else 'a number'}, got {value!r}")
         if kind == "int":
             if isinstance(value, float):
-                if not value.is_integer():
-                    raise ScenarioError(f"{where} must be an integer, got {value!r}")
+                if not (value.is_integer() and abs(value) <= 2**53):
+                    raise ScenarioError(f"{where} must be an integer, got {value!r} (a float counts only as a "
+                                        "whole number up to 2**53)")
                 value = int(value)
         else:
             value = float(value)

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from scenarios import streams
+from scenarios import sizes, streams
 from scenarios.errors import ScenarioError
 from scenarios.params import Param, closest, resolve
 from scenarios.sources import OFFLINE_SOURCES, SOURCES, load_source
@@ -24,6 +25,7 @@ class StreamDef:
     params: tuple[Param, ...]
     reconcile: Callable[[dict[str, Any], dict[str, Any]], dict[str, Any]] | None = None
     check: streams.Checker | None = None  # does the stream fit its data (see check_data)
+    examples: Callable[..., int] = sizes.per_task_examples  # how many examples it holds (scenarios.sizes)
 
 
 def _source_params(default: str = "mnist5k") -> tuple[Param, ...]:
@@ -82,11 +84,11 @@ def _definitions() -> dict[str, StreamDef]:
                       Param("task_labels", "bool", False, "give task k the task label k (default: single head)"),
                   ), reconcile=streams.reconcile_angles, check=streams.check_rotated),
         StreamDef("split-mnist", streams.split, "classes divided into tasks (class- or task-incremental)",
-                  _split_params("mnist5k", 5), check=streams.check_split),
+                  _split_params("mnist5k", 5), check=streams.check_split, examples=sizes.split_examples),
         StreamDef("split-cifar10", streams.split, "split with CIFAR-10 as the default source",
-                  _split_params("cifar10", 5), check=streams.check_split),
+                  _split_params("cifar10", 5), check=streams.check_split, examples=sizes.split_examples),
         StreamDef("split-cifar100", streams.split, "split with CIFAR-100 as the default source (20 tasks)",
-                  _split_params("cifar100", 20), check=streams.check_split),
+                  _split_params("cifar100", 20), check=streams.check_split, examples=sizes.split_examples),
     ]
     return {d.name: d for d in defs}
 
@@ -121,22 +123,40 @@ def resolve_params(name: str, **params: Any) -> tuple[str, dict[str, Any]]:
     return d.name, resolved
 
 
-def check_data(name: str, *, seeds: Iterable[int] = (0,), **params: Any) -> tuple[str, dict[str, Any]]:
+def check_data(name: str, *, seeds: Iterable[int] = (0,), replay_examples: int = 0,
+               **params: Any) -> tuple[str, dict[str, Any]]:
     """:func:`resolve_params`, then, for a source read from this machine without a download
     (``mnist5k``, ``digits``, ``npz``), load it and check that the stream fits it for every seed
     (an npz file's arrays, ``per_task`` against the examples there are, ``n_tasks`` against the
     classes): the ScenarioError that :func:`build` would raise, without building the tasks.
-    Torchvision sources are not loaded here (that may mean a download)."""
+    Torchvision sources are not loaded here (that may mean a download); their sizes are known.
+    Either way, a stream (plus a replay memory of ``replay_examples`` examples) whose estimated
+    memory (:mod:`scenarios.sizes`) exceeds the machine's is refused with the estimate."""
     canonical, resolved = resolve_params(name, **params)
+    d = definition(canonical)
     if resolved["source"] not in OFFLINE_SOURCES:
+        shape = sizes.DOWNLOADED_SHAPES.get(resolved["source"])
+        if shape is not None:
+            _check_footprint(d, resolved, *shape, replay_examples=replay_examples)
         return canonical, resolved
     data = load_source(resolved["source"], data_root=resolved["data_root"], path=resolved["path"],
                        download=resolved["download"])
-    d = definition(canonical)
+    _check_footprint(d, resolved, len(data.y_train), len(data.y_test), math.prod(data.input_shape),
+                     replay_examples=replay_examples)
     if d.check is not None:
         for seed in seeds:
             d.check(data, seed=seed, **resolved)
     return canonical, resolved
+
+
+def _check_footprint(d: StreamDef, resolved: dict[str, Any], n_train: int, n_test: int, features: int, *,
+                     replay_examples: int) -> None:
+    fp = sizes.footprint(d.examples(resolved, n_train=n_train, n_test=n_test), features)
+    need, have = fp.total(replay_examples), sizes.machine_bytes()
+    if need > have:
+        memory = f" and a replay memory of {replay_examples} examples" if replay_examples else ""
+        raise ScenarioError(f"{d.name}: n_tasks={resolved['n_tasks']}{memory} need about {sizes.gib(need)} of memory; "
+                            f"this machine has {sizes.gib(have)}")
 
 
 def build(name: str, *, seed: int = 0, **params: Any) -> Stream:

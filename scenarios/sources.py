@@ -36,6 +36,7 @@ import torch
 from scenarios.errors import ScenarioError
 
 SOURCES = ("mnist5k", "digits", "mnist", "fashion-mnist", "kmnist", "cifar10", "cifar100", "npz")
+MAX_CLASSES = 1_000_000  # one output unit per class: a head of 10**9 classes would take hundreds of GiB
 OFFLINE_SOURCES = ("mnist5k", "digits", "npz")  # never downloaded: cheap to load before a sweep
 
 # torchvision dataset class name, number of classes, default backbone family
@@ -219,6 +220,9 @@ def _npz(path: str | None, *, test_fraction, split_seed) -> ImageData:
         n_classes = int(max(y.max(), y_te.max())) + 1
         return ImageData("npz", torch.as_tensor(x), torch.as_tensor(y), torch.as_tensor(x_te),
                          torch.as_tensor(y_te), n_classes, "mlp")
+    if len(x) < 2:
+        raise ScenarioError(f"npz file {p}: 'x' holds {len(x)} example; at least 2 are needed to split off a test "
+                            "set, or give x_test and y_test")
     return _from_arrays("npz", x, y, n_classes=int(y.max()) + 1, backbone="mlp",
                         test_fraction=test_fraction, split_seed=split_seed)
 
@@ -230,10 +234,16 @@ def _npz_images(p: Path, key: str, x: np.ndarray) -> np.ndarray:
         raise ScenarioError(
             f"npz file {p}: '{key}' has shape {x.shape}; allowed: (N, D), (N, H, W), (N, C, H, W) or (N, H, W, C), N > 0"
         )
+    if 0 in x.shape[1:]:
+        raise ScenarioError(f"npz file {p}: '{key}' has shape {x.shape}: its examples have no values")
     if x.dtype.kind == "f" and not np.isfinite(x).all():
         raise ScenarioError(f"npz file {p}: '{key}' holds NaN or infinite values")
     scale = 255.0 if x.dtype.kind in "ui" else 1.0
-    x = x.astype(np.float32) / scale
+    with np.errstate(over="ignore"):
+        x = x.astype(np.float32) / scale
+    if not np.isfinite(x).all():
+        raise ScenarioError(f"npz file {p}: '{key}' holds values beyond float32's range (about 3.4e38); "
+                            "scale the pixels to [0, 1] or [0, 255]")
     if x.ndim == 3:
         x = x[:, None]
     elif x.ndim == 4 and x.shape[-1] in (1, 3, 4) and x.shape[1] not in (1, 3, 4):
@@ -250,4 +260,7 @@ def _npz_labels(p: Path, key: str, y: np.ndarray, n: int) -> np.ndarray:
         raise ScenarioError(f"npz file {p}: '{key}' has {len(y)} labels for {n} examples")
     if y.min() < 0:
         raise ScenarioError(f"npz file {p}: '{key}' holds negative labels; labels must be 0 .. n_classes-1")
+    if int(y.max()) >= MAX_CLASSES:  # uint64 labels above 2**63 included (astype would wrap them)
+        raise ScenarioError(f"npz file {p}: '{key}' holds the label {int(y.max())}; labels must be 0 .. n_classes-1 "
+                            f"with n_classes <= {MAX_CLASSES:,} (the classifier has one output per class)")
     return y.astype(np.int64)

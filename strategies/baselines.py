@@ -8,11 +8,11 @@ from typing import Annotated
 import torch
 
 from strategies.context import StrategyContext
-from strategies.hparams import Choice, Range, replay_within_memory
+from strategies.hparams import MAX_RATE, Choice, Range, replay_within_memory
 from strategies.memory import ReservoirMemory
 from strategies.registry import Registry
 
-LR = Annotated[float, Range(gt=0)]
+LR = Annotated[float, Range(gt=0, le=MAX_RATE)]
 MOMENTUM = Annotated[float, Range(ge=0, lt=1)]
 POSITIVE = Annotated[int, Range(ge=1)]
 NON_NEGATIVE = Annotated[float, Range(ge=0)]

@@ -25,6 +25,10 @@ from strategies.errors import StrategyError
 RESERVED = ("model", "context")
 
 
+MAX_EXACT_INT = 2**53  # the largest whole number a float holds exactly
+MAX_RATE = 100.0  # learning rates above this diverge at once on any network here: refused up front
+
+
 @dataclass(frozen=True)
 class Range:
     """Numeric bounds: ``gt``/``ge`` below, ``lt``/``le`` above (None: unbounded)."""
@@ -93,8 +97,9 @@ class HParam:
             if isinstance(value, bool) or not isinstance(value, (int, float)):
                 raise StrategyError(f"{where} must be {'an integer' if t is int else 'a number'}, got {value!r}")
             if t is int:
-                if isinstance(value, float) and not value.is_integer():
-                    raise StrategyError(f"{where} must be an integer, got {value!r}")
+                if isinstance(value, float) and not (value.is_integer() and abs(value) <= MAX_EXACT_INT):
+                    raise StrategyError(f"{where} must be an integer, got {value!r} (a float counts only as a "
+                                        "whole number up to 2**53)")
                 value = int(value)
             else:
                 value = float(value)

@@ -13,11 +13,12 @@ from typing import Annotated
 
 from strategies.context import StrategyContext
 from strategies.errors import StrategyError
-from strategies.hparams import Choice, Range, replay_within_memory
+from strategies.hparams import MAX_RATE, Choice, Range, replay_within_memory
 from strategies.registry import Registry
 
-RATE = Annotated[float, Range(gt=0)]
-NON_NEGATIVE_RATE = Annotated[float, Range(ge=0)]
+RATE = Annotated[float, Range(gt=0, le=MAX_RATE)]
+NON_NEGATIVE_RATE = Annotated[float, Range(ge=0, le=MAX_RATE)]
+CLIP = Annotated[float, Range(gt=0)]  # a norm, not a rate: no upper bound
 FRACTION = Annotated[float, Range(ge=0, le=1)]
 POSITIVE = Annotated[int, Range(ge=1)]
 COUNT = Annotated[int, Range(ge=0)]
@@ -59,7 +60,7 @@ def register_meta_strategies(registry: Registry) -> None:
     @reg("c-maml", aliases=("online-maml", "cmaml"), check=replay_within_memory)
     def c_maml(*, model, context: StrategyContext, opt_wt: RATE = 0.1, alpha_init: RATE = 0.1,
                glances: POSITIVE = 5, mem_size: POSITIVE = 200, replay_batch: COUNT = 10,
-               second_order: bool = False, grad_clip_norm: RATE = 2.0, meta_loss: META_LOSS = "every-step"):
+               second_order: bool = False, grad_clip_norm: CLIP = 2.0, meta_loss: META_LOSS = "every-step"):
         """Continual MAML (Gupta et al. 2020): fixed inner rate, synchronous SGD meta-update."""
         return _lamaml(model, context, alpha_init=alpha_init, opt_lr=0.0, opt_wt=opt_wt, learn_lr=False,
                        sync_update=True, glances=glances, mem_size=mem_size, replay_batch=replay_batch,
@@ -68,7 +69,7 @@ def register_meta_strategies(registry: Registry) -> None:
     @reg("la-maml", aliases=("lamaml",), check=replay_within_memory)
     def la_maml(*, model, context: StrategyContext, opt_lr: NON_NEGATIVE_RATE = 0.3, alpha_init: RATE = 0.15,
                 learn_lr: bool = True, glances: POSITIVE = 5, mem_size: POSITIVE = 200, replay_batch: COUNT = 10,
-                second_order: bool = False, grad_clip_norm: RATE = 2.0, meta_loss: META_LOSS = "every-step"):
+                second_order: bool = False, grad_clip_norm: CLIP = 2.0, meta_loss: META_LOSS = "every-step"):
         """La-MAML (Gupta et al. 2020): learned per-parameter rates, asynchronous update."""
         return _lamaml(model, context, alpha_init=alpha_init, opt_lr=opt_lr, opt_wt=0.0, learn_lr=learn_lr,
                        sync_update=False, glances=glances, mem_size=mem_size, replay_batch=replay_batch,
@@ -77,7 +78,7 @@ def register_meta_strategies(registry: Registry) -> None:
     @reg("sync-la-maml", aliases=("sync-lamaml",), check=replay_within_memory)
     def sync_la_maml(*, model, context: StrategyContext, opt_lr: NON_NEGATIVE_RATE = 0.1, opt_wt: RATE = 0.1,
                      alpha_init: RATE = 0.15, glances: POSITIVE = 5, mem_size: POSITIVE = 200,
-                     replay_batch: COUNT = 10, second_order: bool = False, grad_clip_norm: RATE = 2.0, meta_loss: META_LOSS = "every-step"):
+                     replay_batch: COUNT = 10, second_order: bool = False, grad_clip_norm: CLIP = 2.0, meta_loss: META_LOSS = "every-step"):
         """Sync-La-MAML (Gupta et al. 2020): learned rates, synchronous SGD weight update."""
         return _lamaml(model, context, alpha_init=alpha_init, opt_lr=opt_lr, opt_wt=opt_wt, learn_lr=True,
                        sync_update=True, glances=glances, mem_size=mem_size, replay_batch=replay_batch,

@@ -103,7 +103,7 @@ BAD = [
     ("no strategies", {"strategies": []}, r"'strategies' must be a non-empty list"),
     ("unknown strategy", {"strategies": [{"name": "mr"}]}, r"strategies\[0\]: unknown strategy 'mr'.*allowed: "),
     ("unknown hparam", {"strategies": [{"name": "er", "memsize": 3}]}, r"unknown hyperparameter 'memsize' \(did you mean 'mem_size'\?\)"),
-    ("negative lr", {"strategies": [{"name": "naive", "lr": -0.1}]}, r"hyperparameter 'lr' must be > 0, got -0.1"),
+    ("negative lr", {"strategies": [{"name": "naive", "lr": -0.1}]}, r"hyperparameter 'lr' must be > 0 and <= 100, got -0.1"),
     ("zero memory", {"strategies": [{"name": "er", "mem_size": 0}]}, r"'mem_size' must be >= 1, got 0"),
     ("replay above memory", {"strategies": [{"name": "er", "mem_size": 5, "replay_batch": 10}]}, r"replay_batch=10 is larger than mem_size=5"),
     ("lr as text", {"strategies": [{"name": "naive", "lr": "fast"}]}, r"'lr' must be a number, got 'fast'"),

@@ -55,6 +55,14 @@ CASES = [
     ("npz bad shape", "permuted-mnist", {"x": np.zeros(20), "y": Y}, r"'x' has shape \(20,\); allowed: \(N, D\)"),
     ("npz x_test alone", "permuted-mnist", {"x": X, "y": Y, "x_test": X}, r"x_test and y_test must be given together"),
     ("npz test shape", "permuted-mnist", {"x": X, "y": Y, "x_test": X[:, :5], "y_test": Y}, r"x_test examples have shape"),
+    ("npz label of a billion classes", "permuted-mnist", {"x": X, "y": Y * 10**8},
+     r"'y' holds the label 900000000; labels must be 0 \.\. n_classes-1 with n_classes <= 1,000,000"),
+    ("npz uint64 labels above 2**63", "permuted-mnist", {"x": X, "y": np.full(20, 2**63 + 5, dtype=np.uint64)},
+     r"'y' holds the label 9223372036854775813"),
+    ("npz with one example", "permuted-mnist", {"x": X[:1], "y": Y[:1]}, r"'x' holds 1 example; at least 2"),
+    ("npz pixels of 1e300", "permuted-mnist", {"x": np.full((20, 4, 4), 1e300), "y": Y}, r"beyond float32's range"),
+    ("npz examples of no values", "permuted-mnist", {"x": np.zeros((20, 0)), "y": Y}, r"its examples have no values"),
+    ("n_tasks of 1e300", "permuted-mnist", {"n_tasks": 1e300}, r"'n_tasks' must be an integer, got 1e\+300 \(a float counts only as a whole number up to 2\*\*53\)"),
     ("rotate flat vectors", "rotated-mnist", {"x": np.zeros((20, 16)), "y": Y}, r"rotated streams need images"),
     ("offline torchvision", "split-mnist", lambda t: {"source": "fashion-mnist", "data_root": str(t), "download": False}, r"no FashionMNIST files under .*download is off"),
 ]
@@ -75,3 +83,14 @@ def test_bad_input_is_one_clear_line(case, tmp_path):
         scenarios.build(name, seed=seed, **params)
     message = str(err.value)
     assert "\n" not in message and len(message) < 400
+
+
+@pytest.mark.parametrize("params,replay,pattern", [
+    ({"n_tasks": 10**9}, 0, r"permuted-mnist: n_tasks=1000000000 need about [\d.e+]+ GiB of memory; this machine has"),
+    ({"n_tasks": 10}, 10**12, r"n_tasks=10 and a replay memory of 1000000000000 examples need about"),
+    ({"source": "cifar10", "n_tasks": 10**7}, 0, r"n_tasks=10000000 need about"),  # sizes known without a download
+])
+def test_streams_that_cannot_fit_in_memory_are_refused_with_the_estimate(params, replay, pattern):
+    with pytest.raises(scenarios.ScenarioError, match=pattern):
+        scenarios.check_data("permuted-mnist", replay_examples=replay, **params)
+    scenarios.check_data("permuted-mnist", n_tasks=20, replay_examples=5120)  # the papers' sizes fit
