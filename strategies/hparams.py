@@ -118,6 +118,21 @@ class HParam:
         return value
 
 
+def takes_model_and_context(factory: Callable[..., Any], *, owner: str) -> None:
+    """Refuse a factory that cannot be called as ``factory(model=..., context=..., **hparams)``."""
+    target = factory.__init__ if inspect.isclass(factory) else factory
+    try:
+        params = inspect.signature(target).parameters
+    except (TypeError, ValueError):
+        raise StrategyError(f"strategy '{owner}': its signature cannot be read") from None
+    if any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        return
+    missing = [n for n in RESERVED if n not in params or params[n].kind is params[n].POSITIONAL_ONLY]
+    if missing:
+        raise StrategyError(f"strategy '{owner}': its factory must take the keyword arguments model and context "
+                            f"(missing: {', '.join(missing)})")
+
+
 def declared(factory: Callable[..., Any], *, owner: str) -> tuple[HParam, ...]:
     """The hyperparameters of ``factory``: its keyword-only arguments other than model/context."""
     try:
@@ -142,7 +157,12 @@ def declared(factory: Callable[..., Any], *, owner: str) -> tuple[HParam, ...]:
             hint = base
         if hint not in (int, float, bool, str):
             raise StrategyError(f"strategy '{owner}': hyperparameter '{p.name}' must be int, float, bool or str")
-        out.append(HParam(p.name, hint, p.default, rng, choice))
+        hp = HParam(p.name, hint, p.default, rng, choice)
+        try:  # a default is a value like any other: of its type, in its range
+            hp.check(p.default, owner=owner)
+        except StrategyError as exc:
+            raise StrategyError(f"{exc} (its default)") from None
+        out.append(hp)
     return tuple(out)
 
 

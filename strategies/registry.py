@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from strategies.errors import StrategyError
-from strategies.hparams import HParam, closest, declared, resolve
+from strategies.hparams import HParam, closest, declared, resolve, takes_model_and_context
 
 ENTRY_POINT_GROUP = "clbench.strategies"
 
@@ -59,6 +59,7 @@ class Registry:
         self._broken: dict[str, str] = {}  # plugin name -> one-line error
         self._loaded_entry_points = False
         self._files: dict[Path, list[str]] = {}  # plugin files loaded, and what each added
+        self._loading: Path | None = None  # the plugin file being run: what its registrations come from
 
     # -- isolation (tests, notebooks) ---------------------------------------------------------
     _STATE = ("_defs", "_aliases", "_broken", "_files", "_loaded_entry_points")
@@ -84,12 +85,22 @@ class Registry:
 
         ``check`` receives the resolved hyperparameters and raises StrategyError where they
         disagree with each other (say, a replay batch larger than the memory)."""
+        for n in (name, *aliases):
+            if not isinstance(n, str) or not n.strip() or not n.isprintable():
+                raise StrategyError(f"strategy name {n!r} must be a non-empty string of printable characters "
+                                    "(no newline, tab or control character)")
         key = normalise(name)
+        if origin == "clbench" and self._loading is not None:
+            origin = f"plugin {self._loading}"
 
         def decorate(factory: Callable[..., Any]) -> Callable[..., Any]:
             for k in (key, *map(normalise, aliases)):
                 if k in self._defs or k in self._aliases:
                     raise StrategyError(f"strategy name '{k}' is already registered (by {self._origin_of(k)})")
+            if not callable(factory):
+                raise StrategyError(f"strategy '{key}': what is registered must be a factory function or a strategy "
+                                    f"class, got {type(factory).__name__}")
+            takes_model_and_context(factory, owner=key)
             paragraph = (factory.__doc__ or "").strip().split("\n\n")[0]
             doc = description or " ".join(line.strip() for line in paragraph.splitlines())
             self._defs[key] = StrategyDef(key, factory, declared(factory, owner=key), doc, origin, check)
@@ -143,7 +154,14 @@ class Registry:
     def build(self, name: str, *, model: Any, context: Any, **hparams: Any) -> Any:
         """The Avalanche strategy ``name`` for ``model``, with checked hyperparameters."""
         key, values = self.resolve(name, hparams)
-        return self._defs[key].factory(model=model, context=context, **values)
+        d = self._defs[key]
+        strategy = d.factory(model=model, context=context, **values)
+        from avalanche.training.templates import BaseTemplate
+
+        if not isinstance(strategy, BaseTemplate):
+            raise StrategyError(f"strategy '{key}' ({d.origin}): its factory returned {type(strategy).__name__}, "
+                                "not an Avalanche strategy (a BaseTemplate such as Naive)")
+        return strategy
 
     # -- plugins ------------------------------------------------------------------------
     def load_entry_points(self) -> None:
@@ -190,6 +208,7 @@ class Registry:
             raise StrategyError(f"plugin file {p} cannot be imported")
         module = importlib.util.module_from_spec(spec)
         sys.modules[module_name] = module
+        self._loading = p
         try:
             spec.loader.exec_module(module)
         except StrategyError as exc:
@@ -206,6 +225,12 @@ class Registry:
         except Exception as exc:  # noqa: BLE001 (whatever a plugin file raises, name the file)
             sys.modules.pop(module_name, None)
             raise StrategyError(f"plugin {p} failed to load: {_one_line(exc)}") from None
+        except BaseException as exc:  # KeyboardInterrupt, GeneratorExit or a class of its own: still the file's
+            sys.modules.pop(module_name, None)
+            raise StrategyError(f"plugin {p} failed to load: it raised {_one_line(exc)}; a plugin must only "
+                                "register strategies") from None
+        finally:
+            self._loading = None
         added = sorted(set(self._defs) - before)
         self._files[p.resolve()] = added
         return added
@@ -216,4 +241,4 @@ def _one_line(exc: BaseException) -> str:
     tb = traceback.extract_tb(exc.__traceback__)
     where = f" ({Path(tb[-1].filename).name}:{tb[-1].lineno})" if tb else ""
     msg = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-    return f"{type(exc).__name__}: {msg}{where}"
+    return f"{type(exc).__name__}{': ' + msg if msg else ''}{where}"

@@ -7,10 +7,20 @@ import strategies
 from strategies import Choice, Range, Registry, StrategyError
 
 
+def _template(**fields):
+    """An Avalanche template object (no training machinery) carrying ``fields``: what a factory
+    must return, without the cost of building a real strategy."""
+    from avalanche.training.templates import BaseTemplate
+
+    t = BaseTemplate.__new__(BaseTemplate)
+    t.__dict__.update(fields)
+    return t
+
+
 def _factory(*, model, context, lr: Annotated[float, Range(gt=0)] = 0.1,
              mode: Annotated[str, Choice("a", "b")] = "a", steps: int = 3, flag: bool = False):
     """A test strategy."""
-    return (model, context, lr, mode, steps, flag)
+    return _template(args=(model, context, lr, mode, steps, flag))
 
 
 def test_register_reads_hyperparameters_from_the_signature():
@@ -22,7 +32,7 @@ def test_register_reads_hyperparameters_from_the_signature():
         ("lr", "float", 0.1), ("mode", "str", "a"), ("steps", "int", 3), ("flag", "bool", False)]
     assert reg.get("MY STRATEGY") is d and reg.get("mine") is d
     assert reg.available() == {"my-strategy": {"lr": 0.1, "mode": "a", "steps": 3, "flag": False}}
-    assert reg.build("my_strategy", model="m", context="c", steps=5) == ("m", "c", 0.1, "a", 5, False)
+    assert reg.build("my_strategy", model="m", context="c", steps=5).args == ("m", "c", 0.1, "a", 5, False)
 
 
 def test_duplicate_names_are_an_error():
@@ -77,12 +87,14 @@ def test_entry_points_register_and_a_broken_one_is_isolated(tmp_path, monkeypatc
     (dist / "entry_points.txt").write_text(
         "[clbench.strategies]\nfake-one = fakeplug_mod:factory\nbroken-one = fakeplug_broken:factory\n")
     (site / "fakeplug_mod.py").write_text(
-        "def factory(*, model, context, lr: float = 0.5):\n    '''Fake.'''\n    return lr\n")
+        "from avalanche.training.templates import BaseTemplate\n"
+        "def factory(*, model, context, lr: float = 0.5):\n    '''Fake.'''\n"
+        "    t = BaseTemplate.__new__(BaseTemplate)\n    t.lr = lr\n    return t\n")
     (site / "fakeplug_broken.py").write_text("raise ImportError('missing dependency foo')\n")
     monkeypatch.syspath_prepend(str(site))
     reg = Registry()
     assert reg.names() == ["fake-one"]
-    assert reg.build("fake_one", model=None, context=None) == 0.5
+    assert reg.build("fake_one", model=None, context=None).lr == 0.5
     with pytest.raises(StrategyError, match=r"unknown strategy 'broken-one'.*broken-one: ImportError: missing dependency foo"):
         reg.get("broken-one")
     sys.modules.pop("fakeplug_mod", None)
