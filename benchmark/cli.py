@@ -133,6 +133,7 @@ def _run(args) -> int:
     _load_plugins(args.plugins)
     exp = load_experiment(args.config, overrides=args.overrides)
     out = Path(args.out) if args.out is not None else Path("results") / _safe_folder(exp.name)
+    _refuse_foreign_files(out)
     _make_out_folder(out)
     outcome = run_sweep(exp, out=out, jobs=args.jobs, executor=args.executor, address=args.address,
                         plugin_files=[str(Path(f).resolve()) for f in args.plugins],
@@ -163,9 +164,27 @@ def _make_out_folder(out: Path) -> None:
 
 
 def _safe_folder(name: str) -> str:
+    """The default results folder of a config's ``name``: the name itself where it is a safe
+    folder name, else its safe form plus a digest of the name, so that names that read alike
+    once made safe ('α' and 'β', 'my sweep' and 'my-sweep') never share a folder."""
+    import hashlib
     import re
 
-    return re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip(".-") or "experiment"
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip(".-") or "experiment"
+    if safe == name:
+        return safe
+    return f"{safe}-{hashlib.sha256(name.encode('utf-8')).hexdigest()[:8]}"
+
+
+def _refuse_foreign_files(out: Path) -> None:
+    """Before anything runs: a file clbench would write in ``out`` that is not clbench's (the
+    user's own experiment.yaml or summary.csv) is one line, never overwritten."""
+    from benchmark.ownership import OWNED_FILES, foreign_files
+
+    found = foreign_files(out)
+    if found:
+        raise UsageError(f"{found[0]} exists and was not written by clbench; give --out a folder of its own "
+                         f"(clbench writes {', '.join(OWNED_FILES)}, configs/, tables/ and plots/ there)")
 
 
 def _list(args) -> int:
@@ -221,6 +240,7 @@ def _report(args) -> int:
             raise UsageError(f"no run of the config {args.config!r} is recorded in {store.root} "
                              f"({len(ids)} runs expected; `clbench run` it with --out {store.root})")
         out = store.root / "reports" / report.slug(args.config)
+    _refuse_foreign_files(out)
     for b in bad:
         print(f"clbench: skipping unreadable {b.path}: {b.reason}", file=sys.stderr)
     written = report.write_report(store.root, scanned=(records, bad), out=out, configs=configs,

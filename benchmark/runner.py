@@ -139,7 +139,8 @@ class Checkpoints:
         self.path = Path(folder) / CHECKPOINT_FILE
         self.run_id = run_id
         self.enabled = True
-        self.info: dict[str, Any] = {"path": str(self.path), "enabled": True, "resumed_from_task": None,
+        # the file's name only: a record holds no absolute machine paths (it lies in the run's folder)
+        self.info: dict[str, Any] = {"path": CHECKPOINT_FILE, "enabled": True, "resumed_from_task": None,
                                      "saved": 0, "save_s": 0.0, "warnings": []}
 
     def warn(self, text: str) -> None:

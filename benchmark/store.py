@@ -106,6 +106,20 @@ def write_atomic(path: Path, data: str | bytes) -> None:
         pass
 
 
+def write_if_changed(path: Path, data: str | bytes) -> bool:
+    """:func:`write_atomic`, unless ``path`` already holds exactly ``data`` (then nothing is
+    written, so a rerun that changes nothing also works on a read-only folder). Returns whether
+    it wrote."""
+    blob = data.encode("utf-8") if isinstance(data, str) else data
+    try:
+        if path.is_file() and path.stat().st_size == len(blob) and path.read_bytes() == blob:
+            return False
+    except OSError:
+        pass
+    write_atomic(path, data)
+    return True
+
+
 def _reach(point: str, path: Path) -> None:
     faults.reach(point)
     faults.reach(f"{point}@{path.name}")
@@ -324,7 +338,7 @@ class RunStore:
         for rec in records:
             w.writerow(summary_row(rec, found.get(str(rec.get("run_id")))))
         path = self.root / "summary.csv"
-        write_atomic(path, buf.getvalue())
+        write_if_changed(path, buf.getvalue())
         return path
 
 

@@ -34,7 +34,9 @@ from benchmark.store import (
     StoreWriteError,
     remove_stale_temps,
     write_atomic,
+    write_if_changed,
 )
+from benchmark.ownership import CONFIG_MARK
 
 
 @dataclass
@@ -125,8 +127,8 @@ def run_sweep(experiment: Experiment, *, out: str | Path, jobs: int = 1, executo
     in; one file per distinct config, never overwritten: see :func:`save_config`)."""
     store = RunStore(out)
     store.root.mkdir(parents=True, exist_ok=True)
-    write_atomic(store.root / "experiment.yaml",
-                 yaml.safe_dump(_plain(experiment.source), sort_keys=False, allow_unicode=True))
+    text = CONFIG_MARK + "\n" + yaml.safe_dump(_plain(experiment.source), sort_keys=False, allow_unicode=True)
+    write_if_changed(store.root / "experiment.yaml", text)  # a finished sweep rerun writes nothing
     save_config(store.root, experiment)
     store.remove_stale_temps()
     specs = experiment.specs()

@@ -207,3 +207,60 @@ def test_joint_trains_once_on_everything_and_leaves_transfer_undefined(tmp_path)
     assert rec["metrics"]["la"] is None and rec["metrics"]["bwt"] is None and rec["metrics"]["forgetting"] is None
     assert rec["timing"]["iterations"] == 3 * 100 // 10  # one pass over the union of the tasks
     assert min(rows[-1]) > max(rec["random_init_acc"])  # every task was learned
+
+
+# -- files a user owns are never overwritten (issue 12) -------------------------------------------
+SMALL = {**TINY, "seeds": [0], "scenarios": [{**TINY["scenarios"][0], "n_tasks": 2, "per_task": 20}],
+         "strategies": [TINY["strategies"][0]]}
+
+
+@pytest.mark.parametrize("own", ["experiment.yaml", "summary.csv", "report.md"])
+def test_a_users_own_file_where_clbench_writes_is_refused_before_anything_runs(own, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    cfg = _config(tmp_path, SMALL, name="experiment.yaml" if own == "experiment.yaml" else "mine.yaml")
+    if own != "experiment.yaml":
+        (tmp_path / own).write_text("my own notes, not clbench's\n")
+    mine = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    args = ["run", cfg.name, "--out", ".", "--set", "strategies.naive.lr=0.2", "--no-progress"]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"{own} exists and was not written by clbench; give --out a folder of its own" in err[0]
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == mine  # nothing written, nothing changed
+
+
+def test_a_finished_sweep_rerun_writes_nothing(tmp_path, capsys):
+    cfg = _config(tmp_path, SMALL)
+    out = tmp_path / "out"
+    assert main(["run", str(cfg), "--out", str(out), "--no-progress"]) == 0
+    before = {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in out.rglob("*") if p.is_file()}
+    capsys.readouterr()
+    assert main(["run", str(cfg), "--out", str(out), "--no-progress"]) == 0
+    assert "1 already done, 0 done now" in capsys.readouterr().out
+    after = {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in out.rglob("*") if p.is_file()}
+    assert after == before  # so a read-only folder of a finished sweep reports "nothing to do"
+    assert (out / "experiment.yaml").read_text().startswith("# written by clbench")
+    (out / "report.md").write_text("my own notes\n")  # the report would write over it: refused too
+    assert main(["report", str(out)]) == 2
+    assert "report.md exists and was not written by clbench" in capsys.readouterr().err
+    assert (out / "report.md").read_text() == "my own notes\n"
+
+
+def test_names_that_read_alike_once_made_safe_get_folders_of_their_own(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    folders = []
+    for name in ("α", "β"):
+        cfg = _config(tmp_path, {**SMALL, "name": name}, name=f"{name}.yaml")
+        assert main(["run", str(cfg), "--no-progress"]) == 0
+        folders.append({p.parent.parent.name for p in (tmp_path / "results").glob("*/*/run.json")})
+    capsys.readouterr()
+    assert len(folders[1]) == 2 and folders[0] < folders[1]  # β did not land in α's folder
+    assert all(f.startswith("experiment-") for f in folders[1])
+
+
+def test_run_records_hold_no_absolute_machine_paths(tmp_path):
+    cfg = _config(tmp_path, SMALL)
+    out = tmp_path / "out"
+    assert main(["run", str(cfg), "--out", str(out), "--no-progress", "--checkpoint-every-task"]) == 0
+    text = next(out.glob("*/run.json")).read_text()
+    assert json.loads(text)["checkpoint"]["path"] == "checkpoint.pt"
+    assert str(tmp_path) not in text
