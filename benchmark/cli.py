@@ -17,13 +17,20 @@ from benchmark.usage import Parser as _Parser
 from benchmark.usage import UsageError
 
 EXIT_OK, EXIT_RUNS_FAILED, EXIT_BAD_INPUT = 0, 1, 2
+SUMMARY_UNITS = ("(mean ± sd over seeds; ACC, BWT and forgetting in %; Train s: training seconds per run; "
+                 "Eval %: share of a run's time spent evaluating)")
 
 
 def _parser() -> argparse.ArgumentParser:
     p = _Parser(prog="clbench", description="Meta-learning continual-learning benchmark suite")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
-    r = sub.add_parser("run", help="run every (scenario x strategy x seed) of a config")
+    r = sub.add_parser("run", help="run every (scenario x strategy x seed) of a config",
+                       description="Run every (scenario x strategy x seed) of a config that is not done yet in the "
+                                   "output folder, then print a summary table.",
+                       epilog="exit status: 0 every run done; 1 a run failed (its run.json holds the error) or a file "
+                              "could not be written; 2 bad input (one line on stderr, nothing run); 130 interrupted "
+                              "(finished runs are kept: run the same command again to go on)")
     r.add_argument("config", help="experiment YAML file")
     r.add_argument("--out", help="output folder (default results/<config name>)")
     r.add_argument("--jobs", type=int, default=1, help="local worker processes (default 1)")
@@ -143,6 +150,7 @@ def _run(args) -> int:
 
     records = [r for r in RunStore(out).records() if r.get("run_id") in {s.run_id for s in exp.specs()}]
     print(summary_table(records))
+    print(SUMMARY_UNITS)
     elsewhere = f", {len(outcome.elsewhere)} by another clbench run" if outcome.elsewhere else ""
     print(f"\n{outcome.total} runs: {outcome.skipped} already done, {len(outcome.done)} done now, "
           f"{len(outcome.failed)} failed{elsewhere}. Results: {out}/ (summary.csv, <run_id>/run.json)")

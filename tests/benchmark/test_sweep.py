@@ -264,3 +264,14 @@ def test_run_records_hold_no_absolute_machine_paths(tmp_path):
     text = next(out.glob("*/run.json")).read_text()
     assert json.loads(text)["checkpoint"]["path"] == "checkpoint.pt"
     assert str(tmp_path) not in text
+
+
+def test_run_help_explains_the_exit_statuses_and_the_summary_its_units(tiny_sweep, capsys):
+    assert main(["run", "--help"]) == 0
+    text = " ".join(capsys.readouterr().out.split())
+    for status in ("0 every run done", "1 a run failed", "2 bad input", "130 interrupted"):
+        assert status in text
+    cfg, out, _ = tiny_sweep
+    assert main(["run", str(cfg), "--out", str(out), "--no-progress"]) == 0
+    printed = capsys.readouterr().out
+    assert "ACC, BWT and forgetting in %" in printed and "Eval %: share of a run's time spent evaluating" in printed
