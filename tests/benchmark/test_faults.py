@@ -112,9 +112,9 @@ def test_kill_9_at_a_few_points_loses_nothing(tmp_path, baseline):
     _kill_sweep(tmp_path, baseline, [("mid-write@run.json:2", 1), ("task-done:4", 1)], ["mid-write@report.html:1"])
 
 
-RUN_POINTS = [
-    ("sweep-start:1", 0),
+RUN_POINTS = [  # experiment.yaml first: a sweep run again writes it only when it changed
     ("mid-write@experiment.yaml:1", 0),
+    ("sweep-start:1", 0),
     ("before-write@run.json:2", 1),
     ("mid-write@run.json:2", 1),
     ("before-rename@run.json:1", 0),
