@@ -176,7 +176,7 @@ class MER(SingleThreadedExperiences, _meta_template()):
         return plan, weights, slots
 
     def _rates(self) -> tuple[float, float]:
-        """(within-batch, across-batch) Reptile rates of Algorithms 1 and 6 (module docstring)."""
+        """(within-batch, across-batch) Reptile rates of Algorithms 1, 6 and 7 (module docstring)."""
         if self.algorithm == 1:
             return self.beta, self.gamma
         if self.incoming_last:  # official meralg6.py: gamma after every batch, nothing across
@@ -202,6 +202,7 @@ class MER(SingleThreadedExperiences, _meta_template()):
     def _observe(self, x, y, t) -> torch.Tensor:
         copy_into(self._before_example, self._params)
         total = torch.zeros((), device=self.device)
+        beta, gamma = self._rates()
         if self.algorithm == 7:
             bx, by, bt = self._batch(x, y, t)
             order = torch.randperm(len(by), generator=self._order).to(by.device)
@@ -209,14 +210,11 @@ class MER(SingleThreadedExperiences, _meta_template()):
             weight[0] = float(self.batches_per_example)
             total += self._sgd_through(bx[order], by[order], bt[order], weight[order])
         else:
-            beta, gamma = self._rates()
             for _ in range(self.batches_per_example):
                 copy_into(self._before_batch, self._params)
                 total += self._sgd_through(*self._batch(x, y, t))
                 reptile(self._params, self._before_batch, beta)
-            reptile(self._params, self._before_example, gamma)
-            return total.detach()
-        reptile(self._params, self._before_example, self.gamma)
+        reptile(self._params, self._before_example, gamma)
         return total.detach()
 
     def _batch(self, x, y, t):
