@@ -180,31 +180,26 @@ def load_experiment(path: str | Path, *, overrides: list[str] = (), check_data: 
     original = copy.deepcopy(raw) if overrides else None
     for item in overrides:
         apply_override(raw, item)
+
+    def checked(source: dict[str, Any]) -> Experiment:
+        try:
+            exp = validate(source, where=str(p))
+        except RecursionError:
+            raise ConfigError(f"config {p}: nested too deeply for a config") from None
+        if check_data:
+            _check_data(exp, where=str(p))
+        return exp
+
     try:
-        exp = validate(raw, where=str(p))
-    except RecursionError:
-        raise ConfigError(f"config {p}: nested too deeply for a config") from None
+        return checked(raw)
     except ConfigError as exc:
         if original is None:
             raise
         try:  # the file alone is fine: the --set values are what is wrong
-            validate(original, where=str(p))
-        except (ConfigError, RecursionError):
+            checked(original)
+        except ConfigError:
             raise exc from None
-        problem = str(exc).removeprefix(f"{p}: ")
-        raise ConfigError(f"--set {' '.join(overrides)}: {problem}") from None
-    if check_data:
-        try:
-            _check_data(exp, where=str(p))
-        except ConfigError as exc:
-            if original is None:
-                raise
-            try:  # the file alone fits its data: the --set values are what does not
-                _check_data(validate(original, where=str(p)), where=str(p))
-            except (ConfigError, RecursionError):
-                raise exc from None
-            raise ConfigError(f"--set {' '.join(overrides)}: {str(exc).removeprefix(f'{p}: ')}") from None
-    return exp
+        raise ConfigError(f"--set {' '.join(overrides)}: {str(exc).removeprefix(f'{p}: ')}") from None
 
 
 def _check_config_path(p: Path) -> None:
