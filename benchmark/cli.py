@@ -176,9 +176,10 @@ def _safe_folder(name: str) -> str:
     folder name, else its safe form plus a digest of the name, so that names that read alike
     once made safe ('α' and 'β', 'my sweep' and 'my-sweep') never share a folder."""
     import hashlib
-    import re
 
-    safe = re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip(".-") or "experiment"
+    from benchmark.names import safe_name
+
+    safe = safe_name(name, fallback="experiment", limit=None)
     if safe == name:
         return safe
     return f"{safe}-{hashlib.sha256(name.encode('utf-8')).hexdigest()[:8]}"

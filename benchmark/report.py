@@ -25,7 +25,6 @@ import hashlib
 import html
 import json
 import math
-import re
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -36,6 +35,7 @@ from typing import Any
 import pandas as pd
 
 from benchmark import faults, plots
+from benchmark.names import safe_name
 from benchmark.store import CONFIGS_FOLDER, BadRecord, RunStore, remove_stale_temps, write_atomic
 from benchmark.tables import (
     METRIC_INFO,
@@ -125,7 +125,7 @@ class ReportContent:
 
 def slug(text: str) -> str:
     """A file-name-safe form of ``text``."""
-    return re.sub(r"[^A-Za-z0-9._-]+", "-", str(text)).strip(".-")[:80] or "x"
+    return safe_name(text, fallback="x")
 
 
 def unique_slugs(labels: dict[str, str]) -> dict[str, str]:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import errno
 import hashlib
 import os
-import re
 import secrets
 import sys
 from collections import deque
@@ -27,6 +26,8 @@ from benchmark import faults
 from benchmark.config import Experiment, RunSpec
 from benchmark.executors import run_local, run_ray
 from benchmark.locks import RunLocks
+from benchmark.names import safe_name
+from benchmark.ownership import CONFIG_MARK
 from benchmark.store import (
     CONFIGS_FOLDER,
     BadRecord,
@@ -36,7 +37,6 @@ from benchmark.store import (
     write_atomic,
     write_if_changed,
 )
-from benchmark.ownership import CONFIG_MARK
 
 
 @dataclass
@@ -261,7 +261,7 @@ def _create_or_same(path: Path, text: str) -> bool:
 
 def config_file_stem(name: str) -> str:
     """The file-name-safe form of a config's name, for ``configs/<stem>.yaml``."""
-    return re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip(".-")[:80] or "experiment"
+    return safe_name(name, fallback="experiment")
 
 
 def _write_summary(store: RunStore, *, interrupted: bool) -> None:
