@@ -33,7 +33,12 @@ def _parser() -> argparse.ArgumentParser:
                               "(finished runs are kept: run the same command again to go on)")
     r.add_argument("config", help="experiment YAML file")
     r.add_argument("--out", help="output folder (default results/<config name>)")
-    r.add_argument("--jobs", type=int, default=1, help="local worker processes (default 1)")
+    r.add_argument("--jobs", type=int, default=1,
+                   help="local worker processes (default 1); each run executes in a worker, so a run that dies "
+                        "(killed, out of memory, os._exit) is recorded failed and the sweep goes on")
+    r.add_argument("--in-process", action="store_true",
+                   help="run every run inside this process instead of a worker (for debugging: breakpoints, "
+                        "strategies registered in this process); a run that kills its process ends the sweep")
     r.add_argument("--executor", choices=("local", "ray"), default="local")
     r.add_argument("--address", help="Ray cluster address (default: start a local Ray instance)")
     r.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
@@ -135,6 +140,9 @@ def _run(args) -> int:
         raise UsageError(f"--jobs must be >= 1, got {args.jobs}")
     if args.executor != "ray" and args.address:
         raise UsageError("--address is only for --executor ray")
+    if args.in_process and (args.jobs != 1 or args.executor != "local"):
+        raise UsageError("--in-process runs one run at a time in this process; it cannot go with --jobs "
+                         f"{args.jobs} or --executor {args.executor}")
     if args.out is not None and (not args.out.strip() or "\0" in args.out):
         raise UsageError(f"--out {args.out!r} is not a folder name; give a path like results/mysweep")
     _load_plugins(args.plugins)
@@ -145,7 +153,7 @@ def _run(args) -> int:
     outcome = run_sweep(exp, out=out, jobs=args.jobs, executor=args.executor, address=args.address,
                         plugin_files=[str(Path(f).resolve()) for f in args.plugins],
                         show_progress=False if args.no_progress else None,
-                        checkpoint_every_task=args.checkpoint_every_task)
+                        checkpoint_every_task=args.checkpoint_every_task, in_process=args.in_process)
     from benchmark.store import RunStore
 
     records = [r for r in RunStore(out).records() if r.get("run_id") in {s.run_id for s in exp.specs()}]

@@ -5,9 +5,19 @@ Every executor takes its runs from a :class:`Source` one at a time, as it has ro
 ``on_result(record)`` in the driver process as each run finishes, so the driver alone writes
 the store, whichever machine trained the run.
 
-A worker that dies (killed, out of memory) costs its own run alone: local workers run one run
-each in a pool of their own, and Ray retries the task once. A run whose worker dies twice is
-recorded as failed, with the reason; the others go on.
+A worker that dies (killed, out of memory, ``os._exit`` in a plugin) costs its own run alone:
+local workers run one run at a time each in a pool of their own, and Ray retries the task
+once. A run whose worker dies twice is recorded as failed, with the reason (the signal or the
+exit status); the others go on. This holds for ``--jobs 1`` too: the run goes to one child
+process unless ``in_process`` asks for the old way (debugging: breakpoints, no pickling).
+
+Workers start from a fork server (``multiprocessing``'s forkserver method) that has imported
+torch, Avalanche and the suite once (:data:`PRELOAD`), so a new worker costs milliseconds, not
+the seconds of a fresh interpreter; each worker takes the driver's environment and working
+folder as the sweep starts. Workers are reused from run to run (a run handed to a warm worker
+costs well under a millisecond), except after a failed run: a run that failed may have left its
+process in any state (a lowered memory limit, a plugin's half-done global), so its worker is
+retired and the next run gets a fresh one.
 """
 
 from __future__ import annotations
@@ -31,6 +41,9 @@ OnResult = Callable[[dict[str, Any]], None]
 OnProgress = Callable[[RunSpec, int, int], None]
 EXECUTORS = ("local", "ray")
 ATTEMPTS = 2  # a run whose worker dies is tried once more, then recorded as failed
+# imported once by the fork server that starts local workers, so that a worker starts in
+# milliseconds instead of importing torch and Avalanche anew (about 2 s)
+PRELOAD = ("torch", "avalanche.training", "strategies", "scenarios", "benchmark.runner")
 
 
 class Source(Protocol):
@@ -55,25 +68,46 @@ def _source(specs: Source | Iterable[RunSpec]) -> Source:
     return specs if hasattr(specs, "take") else ListSource(specs)
 
 
-def _prepare_worker(plugin_files: tuple[str, ...], threads: int | None, parent: int | None = None) -> None:
-    """Load the user's plugin files and size torch's thread pool, in a fresh worker; with
-    ``parent``, end the worker when that process is gone (a driver killed with -9 leaves no
-    worker behind)."""
+class _Worker:
+    """What a local worker process keeps from its start: where to send progress reports
+    (``(run_id, tasks done, tasks)`` on a queue the driver reads), or None."""
+
+    progress: Any = None
+
+
+def _prepare_worker(plugin_files: tuple[str, ...], threads: int | None, driver: Any = None,
+                    progress: Any = None, environ: dict[str, str] | None = None, cwd: str | None = None) -> None:
+    """Make a fresh worker ready: the driver's environment and working folder (``environ``,
+    ``cwd``: a forkserver's child starts with the server's), torch's thread pool sized, the
+    user's plugin files loaded; with ``driver`` (the read end of a pipe whose only write end
+    the driver holds), the worker ends when the driver is gone, however it ended (a driver
+    killed with -9 leaves no worker behind; its parent's pid cannot say so, since a worker's
+    parent is the fork server, which itself waits for its workers); with ``progress`` (a
+    multiprocessing queue), each finished task is reported there."""
     import torch
 
     import strategies
 
-    if parent is not None:
-        threading.Thread(target=_exit_with_parent, args=(parent,), name="clbench-parent-watch", daemon=True).start()
+    if environ is not None:
+        os.environ.clear()
+        os.environ.update(environ)
+    if cwd is not None:
+        os.chdir(cwd)
+    _Worker.progress = progress
+    if driver is not None:
+        threading.Thread(target=_exit_with_driver, args=(driver,), name="clbench-driver-watch", daemon=True).start()
     if threads:
         torch.set_num_threads(threads)
     for f in plugin_files:
         strategies.load_plugin(f)
 
 
-def _exit_with_parent(parent: int) -> None:
-    while os.getppid() == parent:
-        time.sleep(0.5)
+def _exit_with_driver(driver: Any) -> None:
+    """Wait for end-of-file on the driver's pipe (the driver never writes to it), then end."""
+    try:
+        driver.recv()
+    except (EOFError, OSError):
+        pass
     os._exit(1)
 
 
@@ -98,6 +132,8 @@ def _worker_run(spec: RunSpec, checkpoint_dir: Path | None = None) -> dict[str, 
     def progress(done: int, total: int) -> None:
         if done:
             faults.reach("task-done")
+        if _Worker.progress is not None:
+            _Worker.progress.put((spec.run_id, done, total))
 
     return _run_one(spec, progress, checkpoint_dir)
 
@@ -123,12 +159,15 @@ def _record(spec: RunSpec, error: str) -> dict[str, Any]:
 
 def run_local(specs: Source | Iterable[RunSpec], *, jobs: int, plugin_files: Iterable[str], on_result: OnResult,
               on_progress: OnProgress | None = None,
-              checkpoint_dir: Callable[[RunSpec], Path | None] | None = None) -> None:
-    """Run the specs here (jobs == 1) or in ``jobs`` spawned worker processes, one pool of
-    one worker each, so that a worker's death is charged to its own run."""
+              checkpoint_dir: Callable[[RunSpec], Path | None] | None = None, in_process: bool = False) -> None:
+    """Run the specs in ``jobs`` spawned worker processes, one pool of one worker each, so
+    that a worker's death is charged to its own run; with ``in_process`` (``jobs`` 1 only),
+    here in this process, one after the other."""
     source = _source(specs)
     where = checkpoint_dir or (lambda spec: None)
-    if jobs <= 1:
+    if in_process:
+        if jobs != 1:
+            raise ValueError(f"in_process runs one run at a time; got jobs={jobs}")
         while (spec := source.take(wait=True)) is not None:
             def progress(done, total, s=spec):
                 if done:
@@ -138,15 +177,19 @@ def run_local(specs: Source | Iterable[RunSpec], *, jobs: int, plugin_files: Ite
 
             on_result(_run_one(spec, progress, where(spec)))
         return
-    _run_pool(source, jobs=jobs, plugin_files=tuple(plugin_files), on_result=on_result, where=where)
+    _run_pool(source, jobs=max(1, jobs), plugin_files=tuple(plugin_files), on_result=on_result, where=where,
+              on_progress=on_progress)
 
 
 def _run_pool(source: Source, *, jobs: int, plugin_files: tuple[str, ...], on_result: OnResult,
-              where: Callable[[RunSpec], Path | None]) -> None:
+              where: Callable[[RunSpec], Path | None], on_progress: OnProgress | None = None) -> None:
     import multiprocessing
 
     threads = max(1, (os.cpu_count() or 1) // jobs)
-    ctx = multiprocessing.get_context("spawn")
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload(list(PRELOAD))
+    progress = ctx.SimpleQueue() if on_progress else None
+    watch, alive = ctx.Pipe(duplex=False)  # closed when this process ends: the workers end with it
     idle: list[ProcessPoolExecutor] = []
     inflight: dict[Future, tuple[RunSpec, ProcessPoolExecutor, list]] = {}
     retry: deque[RunSpec] = deque()
@@ -160,12 +203,14 @@ def _run_pool(source: Source, *, jobs: int, plugin_files: tuple[str, ...], on_re
                     break
                 pool = idle.pop() if idle else ProcessPoolExecutor(
                     max_workers=1, mp_context=ctx, initializer=_prepare_worker,
-                    initargs=(plugin_files, threads, os.getpid()))
+                    initargs=(plugin_files, threads, watch, progress, dict(os.environ), os.getcwd()))
                 future = pool.submit(_worker_run, spec, where(spec))
                 inflight[future] = (spec, pool, _processes(pool))
             if not inflight:
                 break
-            finished, _ = wait(inflight, return_when=FIRST_COMPLETED)
+            finished, _ = wait(inflight, timeout=0.25 if progress else None, return_when=FIRST_COMPLETED)
+            if progress is not None:
+                _relay_progress(progress, {s.run_id: s for s, _, _ in inflight.values()}, on_progress)
             for future in finished:
                 spec, pool, procs = inflight.pop(future)
                 try:
@@ -179,10 +224,11 @@ def _run_pool(source: Source, *, jobs: int, plugin_files: tuple[str, ...], on_re
                         continue
                     record = _died(spec, exc, attempts=deaths[spec.run_id], cause=cause)
                 except Exception as exc:  # noqa: BLE001 (the result could not come back: pickling)
-                    idle.append(pool)
                     record = _failed(spec, exc)
-                else:
+                if record.get("status") == "done":
                     idle.append(pool)
+                else:  # the failed run may have left its worker in any state: a fresh one for the next
+                    pool.shutdown(wait=False)
                 on_result(record)
         clean = True
     finally:
@@ -191,6 +237,16 @@ def _run_pool(source: Source, *, jobs: int, plugin_files: tuple[str, ...], on_re
                 pool.shutdown(wait=True)
             else:  # an error or an interrupt: the runs in flight are abandoned, not awaited
                 _stop(pool)
+        alive.close()
+        watch.close()
+
+
+def _relay_progress(queue: Any, running: dict[str, RunSpec], on_progress: OnProgress) -> None:
+    """Pass the workers' task reports waiting on ``queue`` to ``on_progress``."""
+    while not queue.empty():
+        run_id, done, total = queue.get()
+        if run_id in running:
+            on_progress(running[run_id], done, total)
 
 
 def _processes(pool: ProcessPoolExecutor) -> list:

@@ -239,11 +239,18 @@ def run_one(spec: RunSpec, *, progress: Progress | None = None,
     except Exception as exc:  # noqa: BLE001 (the sweep goes on; the record keeps the reason)
         record["status"] = "failed"
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        record["error"] = f"{type(exc).__name__}: {first}\n{traceback.format_exc()}"
+        memory = " (out of memory)" if _out_of_memory(exc) else ""
+        record["error"] = f"{type(exc).__name__}: {first}{memory}\n{traceback.format_exc()}"
     if ckpt is not None:
         record["checkpoint"] = ckpt.info
     record["finished"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
     return record
+
+
+def _out_of_memory(exc: Exception) -> bool:
+    """An allocation that failed: Python's MemoryError, or torch's allocator refusing (CPU, CUDA)."""
+    text = str(exc)
+    return isinstance(exc, MemoryError) or "can't allocate memory" in text or "out of memory" in text.lower()
 
 
 def _train_and_evaluate(spec: RunSpec, progress: Progress | None, ckpt: Checkpoints | None = None, *,

@@ -22,6 +22,7 @@ from typing import Any
 
 import yaml
 
+import strategies
 from benchmark import faults
 from benchmark.config import Experiment, RunSpec
 from benchmark.executors import run_local, run_ray
@@ -117,14 +118,23 @@ def _stamp(path: Path) -> int | None:
 
 
 def run_sweep(experiment: Experiment, *, out: str | Path, jobs: int = 1, executor: str = "local",
-              address: str | None = None, plugin_files: Sequence[str] = (), show_progress: bool | None = None,
-              checkpoint_every_task: bool = False) -> SweepOutcome:
+              address: str | None = None, plugin_files: Sequence[str] | None = None, show_progress: bool | None = None,
+              checkpoint_every_task: bool = False, in_process: bool = False) -> SweepOutcome:
     """Run every spec of ``experiment`` whose record in ``out`` is not ``done``. With
     ``checkpoint_every_task``, each run gets its folder in the store as ``checkpoint_dir``.
+    Runs execute in child processes (:func:`benchmark.executors.run_local`), or with
+    ``in_process`` here, one after the other (a run that kills its process then ends the
+    sweep). Workers load ``plugin_files`` (default: every plugin file this process loaded); a
+    strategy registered by code in this process alone (a notebook cell) cannot reach them, and
+    is refused up front with one line unless ``in_process``.
 
     The config is kept twice: ``out/experiment.yaml`` (as given, overrides applied; the last
     invocation's, as always) and ``out/configs/<name>.yaml`` (resolved, every default filled
     in; one file per distinct config, never overwritten: see :func:`save_config`)."""
+    if plugin_files is None:
+        plugin_files = [str(p) for p in strategies.REGISTRY.plugin_files()]
+    if not in_process:
+        _refuse_strategies_of_this_process_only(experiment)
     store = RunStore(out)
     store.root.mkdir(parents=True, exist_ok=True)
     text = CONFIG_MARK + "\n" + yaml.safe_dump(_plain(experiment.source), sort_keys=False, allow_unicode=True)
@@ -175,8 +185,9 @@ def run_sweep(experiment: Experiment, *, out: str | Path, jobs: int = 1, executo
         if executor == "ray":
             run_ray(claims, address=address, plugin_files=plugin_files, on_result=on_result, checkpoint_dir=where)
         else:
-            run_local(claims, jobs=jobs, plugin_files=plugin_files, on_result=on_result, on_progress=on_progress,
-                      checkpoint_dir=where)
+            run_local(claims, jobs=jobs, plugin_files=plugin_files, on_result=on_result,
+                      on_progress=on_progress if bar is not None else None, checkpoint_dir=where,
+                      in_process=in_process)
         interrupted = False
     except StoreWriteError:
         summary = False  # the disk is full or read-only: writing more would fail the same way
@@ -188,6 +199,16 @@ def run_sweep(experiment: Experiment, *, out: str | Path, jobs: int = 1, executo
         if summary:
             _write_summary(store, interrupted=interrupted)
     return outcome
+
+
+def _refuse_strategies_of_this_process_only(experiment: Experiment) -> None:
+    for name in dict.fromkeys(name for name, _ in experiment.strategies):
+        d = strategies.REGISTRY.get(name)
+        if not d.portable:
+            raise strategies.StrategyError(
+                f"strategy '{d.name}' is registered by {d.origin}, in this process only: worker processes cannot "
+                "register it; put it in a plugin file (--plugin FILE.py, or plugin_files=[...]) or an installed "
+                "entry point, or run in this process (--in-process, or in_process=True)")
 
 
 def resolved_config(experiment: Experiment) -> dict[str, Any]:

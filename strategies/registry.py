@@ -43,6 +43,7 @@ class StrategyDef:
     description: str
     origin: str
     check: Callable[[dict[str, Any]], None] | None = None
+    portable: bool = True  # another process can register it too (built in, plugin file, entry point)
 
     def defaults(self) -> dict[str, Any]:
         return {h.name: h.default for h in self.hparams}
@@ -60,6 +61,7 @@ class Registry:
         self._loaded_entry_points = False
         self._files: dict[Path, list[str]] = {}  # plugin files loaded, and what each added
         self._loading: Path | None = None  # the plugin file being run: what its registrations come from
+        self._loading_builtins = False
 
     # -- isolation (tests, notebooks) ---------------------------------------------------------
     _STATE = ("_defs", "_aliases", "_broken", "_files", "_loaded_entry_points")
@@ -90,10 +92,15 @@ class Registry:
                 raise StrategyError(f"strategy name {n!r} must be a non-empty string of printable characters "
                                     "(no newline, tab or control character)")
         key = normalise(name)
+        portable = True
         if origin == "clbench" and self._loading is not None:
             origin = f"plugin {self._loading}"
 
         def decorate(factory: Callable[..., Any]) -> Callable[..., Any]:
+            nonlocal origin, portable
+            if origin == "clbench" and self._loading is None and not self._loading_builtins:
+                # registered by code running in this process (a notebook, a script, a test)
+                origin, portable = f"code in module {getattr(factory, '__module__', '?')}", False
             for k in (key, *map(normalise, aliases)):
                 if k in self._defs or k in self._aliases:
                     raise StrategyError(f"strategy name '{k}' is already registered (by {self._origin_of(k)})")
@@ -103,7 +110,7 @@ class Registry:
             takes_model_and_context(factory, owner=key)
             paragraph = (factory.__doc__ or "").strip().split("\n\n")[0]
             doc = description or " ".join(line.strip() for line in paragraph.splitlines())
-            self._defs[key] = StrategyDef(key, factory, declared(factory, owner=key), doc, origin, check)
+            self._defs[key] = StrategyDef(key, factory, declared(factory, owner=key), doc, origin, check, portable)
             for a in aliases:
                 self._aliases[normalise(a)] = key
             return factory
@@ -134,6 +141,10 @@ class Registry:
         raise StrategyError(
             f"unknown strategy '{name}'{closest(key, [*self._defs, *self._aliases])}; allowed: {', '.join(sorted(self._defs))}{hint}"
         )
+
+    def plugin_files(self) -> list[Path]:
+        """The plugin files loaded so far, in the order they were loaded."""
+        return list(self._files)
 
     def available(self) -> dict[str, dict[str, Any]]:
         """Every strategy name with its hyperparameters and their defaults."""
@@ -172,7 +183,11 @@ class Registry:
             return
         self._loaded_entry_points = True
         if self._builtins is not None:
-            self._builtins(self)
+            self._loading_builtins = True
+            try:
+                self._builtins(self)
+            finally:
+                self._loading_builtins = False
         from importlib.metadata import entry_points
 
         for ep in entry_points(group=ENTRY_POINT_GROUP):

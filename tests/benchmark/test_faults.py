@@ -50,7 +50,9 @@ def no_fault(monkeypatch):
 # -- kill -9 at named points ------------------------------------------------------------------
 
 def _kill_run_at(cfg: Path, out: Path, point: str, expected_new, before: dict[str, bytes]) -> dict[str, bytes]:
-    proc = fk.clbench("run", str(cfg), "--out", str(out), "--no-progress", fault=point)
+    # task-done is reached in the process that trains: with --in-process, the one killed here
+    here = ["--in-process"] if point.startswith("task-done") else []
+    proc = fk.clbench("run", str(cfg), "--out", str(out), "--no-progress", *here, fault=point)
     assert fk.killed(proc), f"{point}: not killed (status {proc.returncode})\n{proc.stderr[-2000:]}"
     after = fk.check_invariants(out, before)
     new = len(after) - len(before)
@@ -192,13 +194,14 @@ def _tagged(tag: str) -> list[int]:
     return found
 
 
-@pytest.mark.slow
 @pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="needs /proc")
-def test_workers_end_when_their_driver_is_killed(tmp_path, baseline):
-    """kill -9 of `clbench run --jobs 2` between runs: its workers do not live on, the run
-    recorded is intact, and the same command finishes the sweep."""
+@pytest.mark.parametrize("jobs", [pytest.param([], id="default"), pytest.param(["--jobs", "2"], id="jobs-2",
+                                                                            marks=pytest.mark.slow)])
+def test_workers_end_when_their_driver_is_killed(tmp_path, baseline, jobs):
+    """kill -9 of `clbench run` between runs: its workers (and the fork server they came from)
+    do not live on, the run recorded is intact, and the same command finishes the sweep."""
     cfg, out, tag = fk.write_config(tmp_path), tmp_path / "out", uuid.uuid4().hex
-    proc = fk.clbench("run", str(cfg), "--out", str(out), "--no-progress", "--jobs", "2", fault="after-record:1",
+    proc = fk.clbench("run", str(cfg), "--out", str(out), "--no-progress", *jobs, fault="after-record:1",
                       CLBENCH_TEST_TAG=tag)
     assert fk.killed(proc), proc.stderr[-2000:]
     before = fk.check_invariants(out)
@@ -297,11 +300,57 @@ def _check_worker_sweep(recs, tmp_path, capsys, *, deaths_of_always: int):
     assert fk.matrices(tmp_path / "out") == fk.matrices(ref)
 
 
-def test_a_killed_local_worker_costs_its_own_run_alone(tmp_path, no_fault, monkeypatch, capsys):
+@pytest.mark.parametrize("jobs", [pytest.param([], id="default"), pytest.param(["--jobs", "2"], id="jobs-2",
+                                                                            marks=pytest.mark.slow)])
+def test_a_killed_local_worker_costs_its_own_run_alone(tmp_path, no_fault, monkeypatch, capsys, jobs):
+    """The default (one worker process, runs one after the other) and --jobs 2 alike."""
     monkeypatch.setenv("CLBENCH_TEST_PROTECTED_PID", str(os.getpid()))
-    recs = _worker_sweep(tmp_path, ["--jobs", "2"])
+    recs = _worker_sweep(tmp_path, jobs)
     _check_worker_sweep(recs, tmp_path, capsys, deaths_of_always=2)
-    assert "SIGKILL" in recs["always"]["error"].splitlines()[0]
+    assert "killed by SIGKILL, e.g. by the out-of-memory killer" in recs["always"]["error"].splitlines()[0]
+
+
+def test_os_exit_and_memory_exhaustion_cost_their_own_run_alone(tmp_path, no_fault, monkeypatch, capsys):
+    """By default each run executes in a worker process: a plugin calling os._exit(3), and a run
+    that allocates past an address-space limit set (resource.setrlimit) in its own process, are
+    recorded failed with the reason; the runs before and after them are done, summary.csv is
+    written, and the runs after the failures equal those of a sweep without them."""
+    monkeypatch.setenv("CLBENCH_TEST_PROTECTED_PID", str(os.getpid()))
+    cfg = dict(TINY, seeds=[0], strategies=[
+        {"name": "naive", "lr": 0.1}, {"name": "test-os-exit", "code": 3}, {"name": "test-memory-hog"},
+        {"name": "er", "lr": 0.1, "mem_size": 20, "replay_batch": 5}])
+    out = tmp_path / "out"
+    code = main(["run", str(fk.write_config(tmp_path, cfg)), "--out", str(out), "--plugin", PLUGIN, "--no-progress"])
+    assert code == 1
+    fk.check_invariants(out)
+    recs = {r["strategy"]: r for r in (json.loads(b) for b in fk.records(out).values())}
+    assert sorted(recs) == ["er", "naive", "test-memory-hog", "test-os-exit"]
+    assert recs["naive"]["status"] == recs["er"]["status"] == "done"
+    exited = recs["test-os-exit"]
+    assert exited["status"] == "failed"
+    assert re.match(r"WorkerDied: worker died while running this run \(exit status 3\), on each of 2 attempts",
+                    exited["error"]), exited["error"]
+    hog = recs["test-memory-hog"]
+    assert hog["status"] == "failed"
+    first = hog["error"].splitlines()[0]
+    assert "(out of memory)" in first or "killed by" in first, first
+    assert len((out / "summary.csv").read_text().strip().splitlines()) == 1 + 4
+    err = capsys.readouterr().err
+    assert len([line for line in err.splitlines() if line.startswith("failed: ")]) == 2
+    # the worker after the hog is a fresh one: er there gives what it gives in a sweep of its own
+    ref = tmp_path / "ref"
+    alone = dict(TINY, seeds=[0], strategies=[cfg["strategies"][3]])
+    assert main(["run", str(fk.write_config(tmp_path, alone, "ref.yaml")), "--out", str(ref), "--in-process",
+                 "--no-progress"]) == 0
+    assert fk.matrices(ref).items() <= fk.matrices(out).items()
+
+
+def test_in_process_runs_die_with_the_sweep_as_documented(tmp_path, no_fault):
+    """--in-process trades that isolation for debugging: os._exit in a run ends the command."""
+    cfg = dict(TINY, seeds=[0], strategies=[{"name": "test-os-exit", "code": 3}])
+    proc = fk.clbench("run", str(fk.write_config(tmp_path, cfg)), "--out", str(tmp_path / "out"), "--plugin", PLUGIN,
+                      "--no-progress", "--in-process", CLBENCH_TEST_PROTECTED_PID="0")
+    assert proc.returncode == 3, proc.stderr[-2000:]
 
 
 @pytest.mark.slow
@@ -353,7 +402,7 @@ def test_divergence_and_exceptions_fail_their_run_alone(tmp_path, no_fault, caps
 def test_checkpoint_every_task_resumes_a_killed_run_from_its_folder(tmp_path, baseline, no_fault):
     cfg, out = fk.write_config(tmp_path), tmp_path / "out"
     proc = fk.clbench("run", str(cfg), "--out", str(out), "--no-progress", "--checkpoint-every-task",
-                      fault="task-done:2")
+                      "--in-process", fault="task-done:2")
     assert fk.killed(proc), proc.stderr[-2000:]
     assert fk.check_invariants(out) == {}
     (ckpt,) = out.glob("*/checkpoint.pt")  # the first run's, after its second task

@@ -275,3 +275,37 @@ def test_run_help_explains_the_exit_statuses_and_the_summary_its_units(tiny_swee
     assert main(["run", str(cfg), "--out", str(out), "--no-progress"]) == 0
     printed = capsys.readouterr().out
     assert "ACC, BWT and forgetting in %" in printed and "Eval %: share of a run's time spent evaluating" in printed
+
+
+def test_a_strategy_registered_by_code_here_runs_in_process_or_is_refused_in_one_line(tmp_path):
+    """Workers load plugin files and entry points; a strategy registered by code in this process
+    alone cannot reach them: run_sweep says so before anything runs, and in_process runs it."""
+    import strategies
+    from avalanche.training import Naive
+    from torch.optim import SGD
+
+    @strategies.register("here-only")
+    def here_only(*, model, context, lr: float = 0.1):
+        """Naive, registered by this test."""
+        return Naive(model=model, optimizer=SGD(model.parameters(), lr=lr), **context.template_kwargs())
+
+    cfg = dict(TINY, seeds=[0], strategies=[{"name": "here-only"}])
+    exp = load_experiment(_config(tmp_path, cfg))
+    with pytest.raises(strategies.StrategyError, match=r"^strategy 'here-only' is registered by code in module "
+                                                       r"tests\.benchmark\.test_sweep, in this process only"):
+        run_sweep(exp, out=tmp_path / "refused", show_progress=False)
+    assert not (tmp_path / "refused").exists()
+    outcome = run_sweep(exp, out=tmp_path / "here", show_progress=False, in_process=True)
+    assert outcome.ok and len(outcome.done) == 1
+
+
+def test_worker_progress_reaches_the_driver_task_by_task(tmp_path):
+    """The progress bar of a sweep in worker processes hears of every task as it ends."""
+    from benchmark.executors import ListSource, run_local
+
+    (spec,) = load_experiment(_config(tmp_path, dict(TINY, seeds=[0], strategies=[{"name": "naive"}]))).specs()
+    records, heard = [], []
+    run_local(ListSource([spec]), jobs=1, plugin_files=(), on_result=records.append,
+              on_progress=lambda s, done, total: heard.append((s.run_id, done, total)))
+    assert [r["status"] for r in records] == ["done"]
+    assert [h for h in heard if h[1] > 0] == [(spec.run_id, k, 3) for k in (1, 2, 3)]

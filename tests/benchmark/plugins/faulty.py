@@ -197,3 +197,59 @@ def logged(*, model, context, lr: float = 0.1, log: str = "", sleep_s: float = 0
     plugins = [LogRun(log=log, seed=context.seed, sleep_s=sleep_s, gate=gate)] if log else []
     return Naive(model=model, optimizer=torch.optim.SGD(model.parameters(), lr=lr),
                  **context.template_kwargs(plugins=plugins))
+
+
+class OsExitOnSecondTask(SupervisedPlugin):
+    """``os._exit(code)`` when the second task starts: the process ends at once, with no
+    exception, no cleanup and no record of its own."""
+
+    def __init__(self, code):
+        super().__init__()
+        self.code = code
+
+    def before_training_exp(self, strategy, **kwargs):
+        import os
+
+        if strategy.clock.train_exp_counter == 1:
+            if _protected():
+                raise RuntimeError("test-os-exit refuses to end the test process itself")
+            os._exit(self.code)
+
+
+@strategies.register("test-os-exit")
+def os_exits(*, model, context, lr: float = 0.1, code: int = 3):
+    """Naive whose process calls os._exit(code) when the second task starts."""
+    return Naive(model=model, optimizer=torch.optim.SGD(model.parameters(), lr=lr),
+                 **context.template_kwargs(plugins=[OsExitOnSecondTask(code)]))
+
+
+class AllocatePastALimit(SupervisedPlugin):
+    """When the second task starts, cap the process's address space (``resource.setrlimit``,
+    RLIMIT_AS) at what it uses now plus ``headroom_mb``, then allocate ``allocate_mb`` and
+    touch it: a run that outgrows the memory it may have, for real, in its own process."""
+
+    def __init__(self, *, headroom_mb, allocate_mb):
+        super().__init__()
+        self.headroom_mb, self.allocate_mb = headroom_mb, allocate_mb
+
+    def before_training_exp(self, strategy, **kwargs):
+        import resource
+
+        if strategy.clock.train_exp_counter != 1:
+            return
+        if _protected():
+            raise RuntimeError("test-memory-hog refuses to limit the test process itself")
+        with open("/proc/self/statm", encoding="ascii") as f:
+            size = int(f.read().split()[0]) * resource.getpagesize()
+        limit = size + self.headroom_mb * 2**20
+        resource.setrlimit(resource.RLIMIT_AS, (limit, resource.getrlimit(resource.RLIMIT_AS)[1]))
+        hog = torch.empty(self.allocate_mb * 2**20, dtype=torch.uint8)
+        hog.fill_(1)
+
+
+@strategies.register("test-memory-hog")
+def memory_hog(*, model, context, lr: float = 0.1, headroom_mb: int = 64, allocate_mb: int = 2048):
+    """Naive that limits its own address space and then allocates past the limit (second task)."""
+    plugin = AllocatePastALimit(headroom_mb=headroom_mb, allocate_mb=allocate_mb)
+    return Naive(model=model, optimizer=torch.optim.SGD(model.parameters(), lr=lr),
+                 **context.template_kwargs(plugins=[plugin]))
