@@ -84,6 +84,11 @@ def main(argv: list[str] | None = None) -> int:
         return {"run": _run, "list": _list, "report": _report}[args.command](args)
     except SystemExit as exc:  # --help
         return int(exc.code or 0)
+    except BrokenPipeError:  # `clbench list | head`: the reader is gone, nothing is wrong here
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
     except KeyboardInterrupt:
         print("clbench: interrupted; finished runs are kept, rerun the same command to go on", file=sys.stderr)
         return 130
@@ -145,6 +150,10 @@ def _run(args) -> int:
                          f"{args.jobs} or --executor {args.executor}")
     if args.out is not None and (not args.out.strip() or "\0" in args.out):
         raise UsageError(f"--out {args.out!r} is not a folder name; give a path like results/mysweep")
+    if not args.in_process and args.executor == "local":
+        from benchmark.executors import start_fork_server
+
+        start_fork_server()  # the workers' imports overlap with reading and checking the config
     _load_plugins(args.plugins)
     exp = load_experiment(args.config, overrides=args.overrides)
     out = Path(args.out) if args.out is not None else Path("results") / _safe_folder(exp.name)
@@ -208,8 +217,13 @@ def _list(args) -> int:
     import scenarios
     import strategies
 
+    from benchmark.settings import SETTINGS, describe
+
     _load_plugins(args.plugins)
-    print("strategies:")
+    print("config keys (besides the scenario and strategy entries):")
+    for setting in SETTINGS:
+        print(f"  {describe(setting)}")
+    print("\nstrategies:")
     for name in strategies.REGISTRY.names():
         d = strategies.REGISTRY.get(name)
         print(f"  {name}: {d.description}")

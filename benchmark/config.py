@@ -34,16 +34,15 @@ import yaml
 import scenarios
 import strategies
 from benchmark.models import BACKBONES, INITS
+from benchmark.settings import DEVICES, MAX_NAME_BYTES, MAX_SEED, defaults, keys
 from benchmark.spec_keys import NOT_IN_RUN_ID, SCENARIO_NOT_IN_RUN_ID
 
-TOP_KEYS = ("name", "seeds", "train", "model", "scenarios", "strategies", "description")
-TRAIN_DEFAULTS = {"batch_size": 10, "epochs": 1, "eval_batch_size": 1000, "device": "auto", "task_mask": True}
-MODEL_DEFAULTS = {"name": "auto", "hidden": [100, 100], "init": "torch"}
-DEVICES = ("auto", "cpu", "cuda")
-# settings that do not change results stay out of the run id (and the report's groups):
+# the keys and defaults of benchmark.settings.SETTINGS (what `clbench list` shows); settings that
+# do not change results stay out of the run id (and the report's groups):
 # benchmark.spec_keys.NOT_IN_RUN_ID and SCENARIO_NOT_IN_RUN_ID
-MAX_SEED = 2**32 - 1  # what every generator of a run (Python, NumPy, torch) accepts
-MAX_NAME_BYTES = 200  # a folder name: filesystems allow 255 bytes
+TOP_KEYS = keys("")
+TRAIN_DEFAULTS = defaults("train")
+MODEL_DEFAULTS = defaults("model")
 
 
 class ConfigError(ValueError):

@@ -181,13 +181,23 @@ def run_local(specs: Source | Iterable[RunSpec], *, jobs: int, plugin_files: Ite
               on_progress=on_progress)
 
 
+def start_fork_server() -> None:
+    """Start the fork server of the local workers now, without waiting for it: it imports
+    :data:`PRELOAD` (seconds) in its own process while this one reads and checks the config."""
+    import multiprocessing
+    from multiprocessing import forkserver
+
+    multiprocessing.get_context("forkserver").set_forkserver_preload(list(PRELOAD))
+    forkserver.ensure_running()
+
+
 def _run_pool(source: Source, *, jobs: int, plugin_files: tuple[str, ...], on_result: OnResult,
               where: Callable[[RunSpec], Path | None], on_progress: OnProgress | None = None) -> None:
     import multiprocessing
 
     threads = max(1, (os.cpu_count() or 1) // jobs)
+    start_fork_server()
     ctx = multiprocessing.get_context("forkserver")
-    ctx.set_forkserver_preload(list(PRELOAD))
     progress = ctx.SimpleQueue() if on_progress else None
     watch, alive = ctx.Pipe(duplex=False)  # closed when this process ends: the workers end with it
     idle: list[ProcessPoolExecutor] = []

@@ -2,6 +2,7 @@
 resume, failure isolation, executors and clear errors."""
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -179,6 +180,31 @@ def test_list_shows_strategies_and_scenarios_with_parameters(capsys):
     for text in ("naive", "er", "ewc", "si", "lwf", "agem", "gem", "joint", "avalanche-mer", "avalanche-la-maml",
                  "mem_size = 200", "permuted-mnist", "n_tasks = 20", "split-mnist"):
         assert text in out, text
+
+
+def test_list_shows_every_config_key_with_its_type_range_and_default(capsys):
+    """Every key the config accepts outside the entries (top level, train.*, model.*) is listed,
+    each with its default and its allowed values, and what `clbench list` states is what the
+    validation does: the default loads, and a value outside the stated range is refused."""
+    from benchmark.config import MODEL_DEFAULTS, TOP_KEYS, TRAIN_DEFAULTS, ConfigError, validate
+
+    assert main(["list"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    keys = [*TOP_KEYS, *(f"train.{k}" for k in TRAIN_DEFAULTS), *(f"model.{k}" for k in MODEL_DEFAULTS)]
+    listed = {line.split(" = ")[0].strip(): line for line in lines if " = " in line and line.startswith("  ") and
+              not line.startswith("      ")}
+    for key in keys:
+        assert key in listed, key
+        assert re.search(r" = .+  \(.+\): .+", listed[key]), listed[key]
+    assert "train.batch_size = 10  (integer >= 1)" in listed["train.batch_size"]
+    assert "(auto | cpu | cuda)" in listed["train.device"] and "not part of the run id" in listed["train.device"]
+    assert "model.init = torch  (torch | xavier | kaiming)" in listed["model.init"]
+    base = {"name": "x", "scenarios": ["permuted-mnist"], "strategies": ["naive"]}
+    assert validate(dict(base)).train == TRAIN_DEFAULTS and validate(dict(base)).model == MODEL_DEFAULTS
+    for section, key, bad in (("train", "batch_size", 0), ("train", "epochs", 1.5), ("train", "device", "tpu"),
+                              ("train", "task_mask", "yes"), ("model", "init", "orthogonal"), ("model", "hidden", [])):
+        with pytest.raises(ConfigError, match=rf"{section}\.{key}"):
+            validate({**base, section: {key: bad}})
 
 
 def test_report_rebuilds_summary_and_skips_unreadable_records(tiny_sweep, tmp_path, capsys):

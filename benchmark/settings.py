@@ -1,0 +1,89 @@
+"""The keys of an experiment file outside its scenario and strategy entries: the top level,
+``train`` and ``model``, each with its type, allowed values, default and meaning. One table:
+:mod:`benchmark.config` takes its key lists and defaults from it and ``clbench list`` prints it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from benchmark.models import BACKBONES, INITS
+from benchmark.spec_keys import NOT_IN_RUN_ID
+
+MAX_SEED = 2**32 - 1  # what every generator of a run (Python, NumPy, torch) accepts
+MAX_NAME_BYTES = 200  # a folder name: filesystems allow 255 bytes
+DEVICES = ("auto", "cpu", "cuda")
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One key of an experiment file: ``section`` is "" (top level), "train" or "model"."""
+
+    section: str
+    name: str
+    kind: str  # its type and allowed values, as ``clbench list`` shows them
+    default: Any
+    help: str
+    default_text: str = ""  # the default as ``clbench list`` shows it, where repr(default) would not do
+
+    @property
+    def key(self) -> str:
+        return f"{self.section}.{self.name}" if self.section else self.name
+
+    @property
+    def in_run_id(self) -> bool:
+        return not (self.section == "train" and self.name in NOT_IN_RUN_ID)
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("", "name", f"string, at most {MAX_NAME_BYTES} bytes, no '/', '\\' or control characters",
+            None, "names the sweep and its default results folder results/<name>", "the config file's stem"),
+    Setting("", "seeds", f"list of distinct integers 0 .. {MAX_SEED} (or one integer)", [0],
+            "one run per seed of every (scenario, strategy) pair"),
+    Setting("", "train", "mapping of the train.* keys", {}, "how every run trains"),
+    Setting("", "model", "mapping of the model.* keys", {}, "the backbone every strategy gets"),
+    Setting("", "scenarios", "non-empty list of {name: <scenario>, <parameter>: value}", None,
+            "the streams; see 'scenarios:' below for each one's parameters", "required"),
+    Setting("", "strategies", "non-empty list of {name: <strategy>, <hyperparameter>: value}", None,
+            "the strategies; see 'strategies:' below for each one's hyperparameters", "required"),
+    Setting("", "description", "string", None, "free text kept with the config", "none"),
+    Setting("train", "batch_size", "integer >= 1", 10, "incoming examples per training iteration"),
+    Setting("train", "epochs", "integer >= 1", 1, "passes over each task's training data (1: a single pass)"),
+    Setting("train", "task_mask", "true | false", True,
+            "task-incremental streams: train and score each task on its own classes' outputs"),
+    Setting("train", "eval_batch_size", "integer >= 1", 1000, "examples per forward pass when evaluating"),
+    Setting("train", "device", " | ".join(DEVICES), "auto", "where runs train (auto: cuda if there is one)"),
+    Setting("model", "name", " | ".join(("auto", *BACKBONES)), "auto",
+            "the backbone (auto: the stream's own, mlp for MNIST-like data, cnn for CIFAR)"),
+    Setting("model", "hidden", "non-empty list of integers >= 1", [100, 100], "hidden layer widths of the mlp"),
+    Setting("model", "init", " | ".join(INITS), "torch",
+            "initial weights: torch's defaults, xavier (GEM, MER) or kaiming (La-MAML)"),
+)
+
+
+def keys(section: str) -> tuple[str, ...]:
+    """The key names of ``section`` ("" for the top level), in table order."""
+    return tuple(s.name for s in SETTINGS if s.section == section)
+
+
+def defaults(section: str) -> dict[str, Any]:
+    """``{key: default}`` of the ``train`` or ``model`` section (fresh lists each call)."""
+    return {s.name: list(s.default) if isinstance(s.default, list) else s.default
+            for s in SETTINGS if s.section == section}
+
+
+def describe(setting: Setting) -> str:
+    """One line of ``clbench list``: key = default (type and allowed values): meaning."""
+    default = setting.default_text or _yaml_text(setting.default)
+    note = "" if setting.in_run_id else "; not part of the run id: it does not change results"
+    return f"{setting.key} = {default}  ({setting.kind}): {setting.help}{note}"
+
+
+def _yaml_text(value: Any) -> str:
+    """``value`` as it would be written in the YAML file: true, 10, auto, [100, 100]."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, list):
+        return "[" + ", ".join(map(_yaml_text, value)) + "]"
+    return str(value)
