@@ -244,13 +244,15 @@ def save_config(root: str | Path, experiment: Experiment) -> Path:
 
 
 def _create_or_same(path: Path, text: str) -> bool:
-    """Create ``path`` holding ``text`` unless it exists; True when it holds ``text`` now."""
-    def same() -> bool | None:
+    """Create ``path`` holding ``text`` unless it exists; True when it holds ``text`` now (or
+    the same YAML mapping with its keys in another order)."""
+    def same() -> bool | None:  # the same config, whatever the order of its keys
         try:
-            return path.read_text(encoding="utf-8") == text
+            found = path.read_text(encoding="utf-8")
+            return found == text or yaml.safe_load(found) == yaml.safe_load(text)
         except FileNotFoundError:
             return None
-        except (OSError, UnicodeDecodeError):
+        except (OSError, UnicodeDecodeError, yaml.YAMLError):
             return False
 
     found = same()

@@ -335,3 +335,17 @@ def test_worker_progress_reaches_the_driver_task_by_task(tmp_path):
               on_progress=lambda s, done, total: heard.append((s.run_id, done, total)))
     assert [r["status"] for r in records] == ["done"]
     assert [h for h in heard if h[1] > 0] == [(spec.run_id, k, 3) for k in (1, 2, 3)]
+
+
+def test_the_config_history_knows_a_config_whatever_its_key_order(tmp_path):
+    """A kept config whose keys were written in another order (an older version of the suite)
+    is the same config: a rerun adds no digest-named twin."""
+    cfg = _config(tmp_path, SMALL)
+    out = tmp_path / "out"
+    assert main(["run", str(cfg), "--out", str(out), "--no-progress"]) == 0
+    (kept,) = (out / "configs").glob("*.yaml")
+    kept.write_text(yaml.safe_dump(yaml.safe_load(kept.read_text()), sort_keys=True))
+    assert main(["run", str(cfg), "--out", str(out), "--no-progress", "--set", f"seeds={SMALL['seeds']}"]) == 0
+    assert list((out / "configs").glob("*.yaml")) == [kept]
+    assert main(["run", str(cfg), "--out", str(out), "--no-progress", "--set", "train.epochs=2"]) == 0
+    assert len(list((out / "configs").glob("*.yaml"))) == 2  # a changed config is still kept apart
