@@ -39,6 +39,7 @@ from benchmark.evaluation import eval_sets, evaluate
 from benchmark.models import build_model
 from benchmark.store import write_atomic
 from strategies import checkpoint as strategy_checkpoint
+from strategies import contract as strategy_contract
 
 Progress = Callable[[int, int], None]  # (tasks done, tasks in all)
 
@@ -284,7 +285,7 @@ def _train_and_evaluate(spec: RunSpec, progress: Progress | None, ckpt: Checkpoi
     model = strategy.model  # a strategy may wrap or replace the model
     rows: list[list[float]] = []
     train_s = 0.0
-    whole_stream = bool(getattr(strategy, "trains_on_whole_stream", False))
+    whole_stream = strategy_contract.trains_on_whole_stream(strategy)
     if ckpt is not None and ckpt.enabled:
         reason = ("it trains once on the whole stream: there is nothing to save between tasks" if whole_stream
                   else strategy_checkpoint.unsupported(strategy))
@@ -338,10 +339,11 @@ def _train_and_evaluate(spec: RunSpec, progress: Progress | None, ckpt: Checkpoi
     found = metrics.all_metrics(rows, random_init)
     if whole_stream:  # one training on everything: there is no "just after task j"
         found.update(la=math.nan, bwt=math.nan, fwt=math.nan, forgetting=math.nan)
-    found.update({f"strategy_{k}": v for k, v in (getattr(strategy, "extra_metrics", None) or {}).items()})
-    inner = getattr(strategy, "inner_steps", None)
+    report = strategy_contract.report_of(strategy)
+    found.update({f"strategy_{k}": v for k, v in report.extra_metrics.items()})
     timing = {"train_s": train_s, "eval_s": eval_s, "eval_share": eval_s / max(train_s + eval_s, 1e-12),
-              "iterations": monitor.iterations, "inner_steps": int(inner) if inner is not None else None}
+              "iterations": monitor.iterations, "inner_steps": report.inner_steps,
+              "meta_losses": report.meta_losses}
     return {
         "acc_matrix": rows,
         "random_init_acc": random_init,
@@ -352,6 +354,7 @@ def _train_and_evaluate(spec: RunSpec, progress: Progress | None, ckpt: Checkpoi
         "device": str(device),
         "n_tasks": n_tasks,
         "joint_training": whole_stream,
+        "backend": report.backend,
     }
 
 

@@ -136,11 +136,12 @@ def measure(label: str, name: str, hparams: dict[str, Any], *, stream, seed: int
         for exp in stream.benchmark.train_stream:
             strategy.train(exp)
         elapsed = time.perf_counter() - t0
-    steps = counter.inner_steps if counter else strategy.inner_steps
-    meta = counter.meta_losses if counter else getattr(strategy, "meta_losses", 0)
+    report = strategies.contract.report_of(strategy)
+    steps = counter.inner_steps if counter else report.inner_steps
+    meta = counter.meta_losses if counter else (report.meta_losses or 0)
     return {"us_per_step": elapsed / max(steps, 1) * 1e6, "examples_per_s": examples / elapsed,
             "peak_rss_mb": rss.peak, "inner_steps": int(steps), "meta_losses": int(meta), "seconds": elapsed,
-            "examples": examples}
+            "examples": examples, "backend": report.backend or "avalanche"}
 
 
 def cpu_rates() -> dict[str, float]:

@@ -9,6 +9,7 @@ nothing else of the suite.
 """
 
 from strategies.context import StrategyContext
+from strategies.contract import Checkpoints, Reports, StrategyReport, WholeStream
 from strategies.errors import StrategyError
 from strategies.hparams import Choice, HParam, Range
 from strategies.memory import ReservoirMemory
@@ -49,6 +50,6 @@ def load_plugin(path) -> list[str]:
     return REGISTRY.load_file(path)
 
 
-__all__ = ["StrategyContext", "StrategyError", "Choice", "HParam", "Range", "ReservoirMemory", "Registry",
+__all__ = ["StrategyContext", "StrategyReport", "Reports", "Checkpoints", "WholeStream", "StrategyError", "Choice", "HParam", "Range", "ReservoirMemory", "Registry",
            "StrategyDef", "ENTRY_POINT_GROUP", "normalise", "REGISTRY", "register", "available", "resolve",
            "build", "load_plugin"]

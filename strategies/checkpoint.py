@@ -32,6 +32,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from strategies.contract import Checkpoints
+
 FORMAT = 1
 TAG = "__ckpt__"  # marks an encoded non-plain value; plain dicts are encoded as key/value lists
 
@@ -52,7 +54,8 @@ def _plugin_only_classes() -> tuple[type, ...]:
 
 
 def has_protocol(obj: Any) -> bool:
-    return callable(getattr(obj, "checkpoint_state", None)) and callable(getattr(obj, "load_checkpoint_state", None))
+    """Whether ``obj`` implements :class:`strategies.contract.Checkpoints`."""
+    return isinstance(obj, Checkpoints)
 
 
 def unsupported(strategy: Any) -> str | None:

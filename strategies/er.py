@@ -27,13 +27,14 @@ from typing import Any
 import torch
 
 from strategies.functional import SingleThreadedExperiences, masked_cross_entropy
+from strategies.contract import StrategyReport
 from strategies.memory import ReservoirMemory
 from strategies.mer import _meta_template
 
 
 class PerExampleReplay(SingleThreadedExperiences, _meta_template()):
     """MER's ER (Algorithm 4) as an Avalanche strategy; ``inner_steps`` counts its SGD steps
-    (one per incoming example)."""
+    (one per incoming example), reported through :meth:`report`."""
 
     def __init__(self, *, model: torch.nn.Module, lr: float, mem_size: int, replay_batch: int, momentum: float = 0.0,
                  seed: int = 0, class_mask: torch.Tensor | None = None, **template_kwargs: Any):
@@ -75,6 +76,9 @@ class PerExampleReplay(SingleThreadedExperiences, _meta_template()):
 
     def _outer_update(self, **kwargs):
         """Nothing: every step is taken in ``_inner_updates``."""
+
+    def report(self) -> StrategyReport:
+        return StrategyReport(inner_steps=int(self.inner_steps), backend="reference")
 
     # -- checkpoints (strategies.checkpoint) -------------------------------------------
     def checkpoint_state(self) -> dict:

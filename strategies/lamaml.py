@@ -49,6 +49,7 @@ from strategies.functional import (
     masked_cross_entropy,
     trainable,
 )
+from strategies.contract import StrategyReport
 from strategies.memory import ReservoirMemory
 from strategies.mer import _meta_template
 
@@ -83,13 +84,16 @@ class LookAheadMAML(SingleThreadedExperiences, _meta_template()):
         self.final_meta_loss = meta_loss == "final"
         self._closed_form = False
         self._compiled = None
+        self.backend_used: str | None = None  # which implementation ran the last glance
 
-    @property
-    def extra_metrics(self) -> dict[str, float]:
-        """Mean learned rate at the end, for the run record."""
+    def report(self) -> StrategyReport:
+        """Inner steps, meta-loss evaluations, the backend of the last glance, and the mean
+        learned rate relu(alpha) for the run record."""
         with torch.no_grad():
             n = sum(a.numel() for a in self.alphas)
-            return {"mean_alpha": float(sum(torch.relu(a).sum() for a in self.alphas) / max(n, 1))}
+            mean_alpha = float(sum(torch.relu(a).sum() for a in self.alphas) / max(n, 1))
+        return StrategyReport(inner_steps=int(self.inner_steps), meta_losses=int(self.meta_losses),
+                              backend=self.backend_used, extra_metrics={"mean_alpha": mean_alpha})
 
     # -- checkpoints (strategies.checkpoint) -------------------------------------------
     def checkpoint_state(self) -> dict:
@@ -158,6 +162,8 @@ class LookAheadMAML(SingleThreadedExperiences, _meta_template()):
 
         rates = [torch.relu(a) for a in self.alphas] if (self.learn_lr or not self.sync_update) else \
             [self.alpha_init] * len(self.alphas)
+        self.backend_used = "numba" if self._compiled is not None else \
+            "torch-closed-form" if self._closed_form else "reference"
         if self._compiled is not None:  # the same closed form, compiled (CPU, float32)
             meta_loss, g_theta, g_rate = self._compiled(
                 self._params, [r.detach() if torch.is_tensor(r) else r for r in rates], (x, y, t), (bx, by, bt),

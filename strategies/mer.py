@@ -53,6 +53,7 @@ from strategies.functional import (
     reptile,
     trainable,
 )
+from strategies.contract import StrategyReport
 from strategies.memory import ReservoirMemory
 
 ALGORITHMS = (1, 6, 7)
@@ -102,6 +103,7 @@ class MER(SingleThreadedExperiences, _meta_template()):
         self.incoming_last = algorithm == 6 and alg6_form == "official"
         self.memory = ReservoirMemory(size=mem_size, seed=seed, device=self.device)
         self.inner_steps = 0
+        self.backend_used: str | None = None  # which implementation took the last minibatch
         self._order = torch.Generator().manual_seed(seed)
         self._mask = class_mask
         self.fast_path = fast_path
@@ -124,7 +126,9 @@ class MER(SingleThreadedExperiences, _meta_template()):
 
     def _inner_updates(self, **kwargs):
         if self._compiled is not None and self.mb_x.dtype == torch.float32 and self.mb_x.device.type == "cpu":
+            self.backend_used = "numba"
             return self._compiled_updates()
+        self.backend_used = "torch-closed-form" if self._layers is not None else "reference"
         x, y, t = self.mb_x, self.mb_y, self.mb_task_id
         losses = []
         for i in range(len(y)):
@@ -185,6 +189,10 @@ class MER(SingleThreadedExperiences, _meta_template()):
 
     def _outer_update(self, **kwargs):
         """Nothing: MER's meta-updates are the Reptile steps inside ``_inner_updates``."""
+
+    def report(self) -> StrategyReport:
+        """The single-example SGD steps taken, and the backend that took the last ones."""
+        return StrategyReport(inner_steps=int(self.inner_steps), backend=self.backend_used)
 
     # -- checkpoints (strategies.checkpoint) -------------------------------------------
     def checkpoint_state(self) -> dict:

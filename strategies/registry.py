@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from strategies import contract
 from strategies.errors import StrategyError
 from strategies.hparams import HParam, closest, declared, resolve, takes_model_and_context
 
@@ -172,6 +173,10 @@ class Registry:
         if not isinstance(strategy, BaseTemplate):
             raise StrategyError(f"strategy '{key}' ({d.origin}): its factory returned {type(strategy).__name__}, "
                                 "not an Avalanche strategy (a BaseTemplate such as Naive)")
+        try:
+            contract.check(strategy, owner=key)
+        except StrategyError as exc:
+            raise StrategyError(f"{exc} ({d.origin})") from None
         return strategy
 
     # -- plugins ------------------------------------------------------------------------

@@ -69,7 +69,7 @@ def test_one_step_per_example_on_example_plus_memory(mem_size, replay_batch):
     s = strategies.build("er", model=model, context=ctx, per_example=True, lr=0.2, mem_size=mem_size,
                          replay_batch=replay_batch)
     s.train(bench.train_stream[0])
-    assert s.inner_steps == 12 and len(record.batches) == 3  # 12 steps inside 3 minibatches
+    assert s.report().inner_steps == 12 and len(record.batches) == 3  # 12 steps inside 3 minibatches
     x = torch.cat([b[0] for b in record.batches])
     y = torch.cat([b[1] for b in record.batches])
     expected, mem_y = _expected(before, x, y, lr=0.2, mem_size=mem_size, replay_batch=replay_batch, seed=5)
@@ -92,7 +92,7 @@ def test_per_example_er_takes_ten_times_the_steps_of_minibatch_er():
             s.train(exp)
         assert len(record.batches) == 6  # 60 examples in minibatches of 10
         if per_example:
-            assert s.inner_steps == 60  # one step per example, inside the 6 Avalanche iterations
+            assert s.report().inner_steps == 60  # one step per example, inside the 6 Avalanche iterations
         weights[per_example] = next(s.model.parameters()).detach()
     assert not torch.allclose(weights[True], weights[False])
 

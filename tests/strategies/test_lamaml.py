@@ -81,7 +81,7 @@ def test_learned_rates_move_only_when_opt_lr_is_positive(stream):
     still = _train("la-maml", stream, copy.deepcopy(base), opt_lr=0.0, alpha_init=0.15)
     assert any(not torch.allclose(a, torch.full_like(a, 0.15)) for a in moving.alphas)
     assert all(torch.equal(a, torch.full_like(a, 0.15)) for a in still.alphas)
-    assert moving.extra_metrics["mean_alpha"] != pytest.approx(0.15)
+    assert moving.report().extra_metrics["mean_alpha"] != pytest.approx(0.15)
     for p, q in zip(moving.model.parameters(), base.parameters()):
         assert not torch.equal(p, q)
 
@@ -106,7 +106,7 @@ def test_sync_la_maml_differs_from_la_maml(stream):
 def test_memory_fills_online_once_per_example_and_steps_are_counted(stream):
     s = _train("la-maml", stream, _model(stream), tasks=1, glances=3, mem_size=25)
     assert s.memory.seen == 40 and len(s.memory) == 25  # first glance only, during the first task
-    assert s.inner_steps == 40 * 3
+    assert s.report().inner_steps == 40 * 3
 
 
 def test_online_maml_is_an_alias():
@@ -137,7 +137,7 @@ def test_closed_form_first_order_path_equals_autograd(stream, name, hp):
         assert torch.allclose(p, q, atol=1e-5)
     for a, b in zip(runs[0].alphas, runs[1].alphas):
         assert torch.allclose(a, b, atol=1e-5)
-    assert runs[0].inner_steps == runs[1].inner_steps
+    assert runs[0].report().inner_steps == runs[1].report().inner_steps
 
 
 def test_final_meta_loss_is_the_loss_after_the_last_inner_step():

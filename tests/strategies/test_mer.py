@@ -55,7 +55,7 @@ def test_mer_with_unit_reptile_and_no_replay_is_online_sgd(stream):
     mer_model, sgd_model = copy.deepcopy(base), copy.deepcopy(base)
     s = _train("mer", stream, mer_model, lr=0.05, beta=1.0, gamma=1.0, batches_per_example=1, replay_batch=0)
     steps = _online_sgd(stream, sgd_model, lr=0.05)
-    assert s.inner_steps == steps == 120
+    assert s.report().inner_steps == steps == 120
     for a, b in zip(s.model.parameters(), sgd_model.parameters()):
         assert torch.allclose(a, b, atol=1e-6)
     assert not torch.allclose(next(base.parameters()), next(sgd_model.parameters()))
@@ -84,7 +84,7 @@ def test_replay_starts_during_the_first_task_and_counts_steps(stream):
     assert s.memory.seen == 60 and len(s.memory) == 20
     # example n (0-based) sees min(n, 4) memory examples in each of its 2 batches
     expected = sum(2 * (1 + min(n, 4)) for n in range(60))
-    assert s.inner_steps == expected
+    assert s.report().inner_steps == expected
 
 
 def test_paper_algorithm_6_is_algorithm_1_with_beta_one(stream):
@@ -102,7 +102,7 @@ def test_official_algorithm_6_differs_from_the_paper_form(stream):
     hp = dict(algorithm=6, beta=0.1, gamma=0.3, batches_per_example=2, replay_batch=3)
     official = _train("mer", stream, copy.deepcopy(base), **hp)
     paper = _train("mer", stream, copy.deepcopy(base), alg6_form="paper", **hp)
-    assert official.inner_steps == paper.inner_steps
+    assert official.report().inner_steps == paper.report().inner_steps
     assert not torch.allclose(next(official.model.parameters()), next(paper.model.parameters()))
 
 
@@ -115,7 +115,7 @@ def test_algorithm_7_weights_the_incoming_example(stream):
     # without replay, weight s with rate lr/s is the same SGD as weight 1 with rate lr
     for p, q in zip(s1.model.parameters(), s3.model.parameters()):
         assert torch.allclose(p, q, atol=1e-6)
-    assert s1.inner_steps == s3.inner_steps == 60
+    assert s1.report().inner_steps == s3.report().inner_steps == 60
 
 
 def test_bad_algorithm_is_rejected():
@@ -132,7 +132,7 @@ def test_fast_mlp_path_equals_the_autograd_path(stream, algorithm, alg6_form):
     assert fast._layers is not None and fast._compiled is not None and slow._layers is None
     assert len(fast.memory) == len(slow.memory) and torch.equal(fast.memory.y, slow.memory.y)
     assert torch.equal(fast.memory.x, slow.memory.x)
-    assert fast.inner_steps == slow.inner_steps
+    assert fast.report().inner_steps == slow.report().inner_steps
     for p, q in zip(fast.model.parameters(), slow.model.parameters()):
         assert torch.allclose(p, q, atol=1e-5)
 

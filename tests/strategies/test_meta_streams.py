@@ -23,7 +23,7 @@ def _check_learns(name, benchmark, model, ctx, *, tasks):
     s = strategies.build(name, model=model, context=ctx, **META[name])
     for exp in list(benchmark.train_stream)[:tasks]:
         s.train(exp)
-    assert s.inner_steps > 0
+    assert s.report().inner_steps > 0
     assert all(torch.isfinite(p).all() for p in s.model.parameters())
     assert any(not torch.equal(a, b) for a, b in zip(before, s.model.parameters()))
     return s

@@ -4,9 +4,12 @@ import json
 import re
 from pathlib import Path
 
+import pytest
 import yaml
 
 from benchmark.cli import main
+
+PLUGIN = str(Path(__file__).parents[1] / "benchmark" / "plugins" / "faulty.py")
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 
@@ -94,3 +97,50 @@ def test_a_factory_that_returns_no_strategy_fails_its_first_build(tmp_path):
     with pytest.raises(strategies.StrategyError,
                        match=r"strategy 'nothing' \(plugin .*nothing\.py\): its factory returned int, not an Avalanche"):
         strategies.build("nothing", model=None, context=strategies.StrategyContext())
+
+
+@pytest.mark.parametrize("name, pattern", [
+    ("test-half-checkpoints", r"^strategy 'test-half-checkpoints': it has checkpoint_state but not "
+                              r"load_checkpoint_state; implement all of strategies\.contract\.Checkpoints or none of it"
+                              r" \(plugin .*faulty\.py\)$"),
+    ("test-probed-attributes", r"^strategy 'test-probed-attributes': it offers inner_steps, which the harness no "
+                               r"longer reads; return them from report\(\)"),
+    ("test-bad-report", r"^strategy 'test-bad-report': report\(\) returned dict; it must return a "
+                        r"strategies\.StrategyReport"),
+])
+def test_a_strategy_that_breaks_the_contract_fails_its_build_in_one_line(name, pattern):
+    """The strategy contract (strategies.contract) is checked when the strategy is built."""
+    import torch
+
+    import strategies
+    from benchmark.models import build_model
+
+    strategies.load_plugin(PLUGIN)
+    model = build_model("mlp", input_shape=(1, 8, 8), n_classes=10)
+    with pytest.raises(strategies.StrategyError, match=pattern) as err:
+        strategies.build(name, model=model, context=strategies.StrategyContext(device=torch.device("cpu")))
+    assert "\n" not in str(err.value)
+
+
+def test_the_harness_reads_what_a_strategy_reports_through_the_contract(tmp_path):
+    """The run record takes inner steps, meta-losses, the backend and extra metrics from
+    report(), and a plain Avalanche strategy gets none of them."""
+    import json
+
+    import yaml
+
+    from benchmark.config import load_experiment
+    from benchmark.sweep import run_sweep
+
+    cfg = {"name": "contract", "seeds": [0], "train": {"batch_size": 10, "device": "cpu"}, "model": {"hidden": [20]},
+           "scenarios": [{"name": "permuted-mnist", "source": "digits", "n_tasks": 2, "per_task": 30}],
+           "strategies": [{"name": "la-maml", "glances": 1}, {"name": "naive"}]}
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    out = tmp_path / "out"
+    assert run_sweep(load_experiment(path), out=out, show_progress=False, in_process=True).ok
+    recs = {r["strategy"]: r for r in (json.loads(p.read_text()) for p in out.glob("*/run.json"))}
+    lamaml, naive = recs["la-maml"], recs["naive"]
+    assert lamaml["timing"]["inner_steps"] == lamaml["timing"]["meta_losses"] == 60
+    assert lamaml["backend"] == "numba" and 0 < lamaml["metrics"]["strategy_mean_alpha"]
+    assert naive["timing"]["inner_steps"] is None and naive["backend"] is None

@@ -152,10 +152,44 @@ def odd_metrics(*, model, context, lr: float = 0.1, json_safe: bool = True):
     that no JSON can hold."""
     import numpy as np
 
+    extra = ({"tensor": torch.tensor(0.25), "array": np.arange(3), "float32": np.float32("nan")}
+             if json_safe else {"thing": object()})
+
+    class OddMetrics(Naive):
+        def report(self):
+            return strategies.StrategyReport(extra_metrics=extra)
+
+    return OddMetrics(model=model, optimizer=torch.optim.SGD(model.parameters(), lr=lr), **context.template_kwargs())
+
+
+@strategies.register("test-half-checkpoints")
+def half_checkpoints(*, model, context, lr: float = 0.1):
+    """Naive with checkpoint_state but no load_checkpoint_state: half a protocol."""
+
+    class Half(Naive):
+        def checkpoint_state(self):
+            return {}
+
+    return Half(model=model, optimizer=torch.optim.SGD(model.parameters(), lr=lr), **context.template_kwargs())
+
+
+@strategies.register("test-probed-attributes")
+def probed_attributes(*, model, context, lr: float = 0.1):
+    """Naive offering the first version's probed attributes (inner_steps) instead of report()."""
     s = Naive(model=model, optimizer=torch.optim.SGD(model.parameters(), lr=lr), **context.template_kwargs())
-    s.extra_metrics = ({"tensor": torch.tensor(0.25), "array": np.arange(3), "float32": np.float32("nan")}
-                       if json_safe else {"thing": object()})
+    s.inner_steps = 3
     return s
+
+
+@strategies.register("test-bad-report")
+def bad_report(*, model, context, lr: float = 0.1):
+    """Naive whose report() returns a plain dict."""
+
+    class BadReport(Naive):
+        def report(self):
+            return {"inner_steps": 3}
+
+    return BadReport(model=model, optimizer=torch.optim.SGD(model.parameters(), lr=lr), **context.template_kwargs())
 
 
 class LogRun(SupervisedPlugin):
