@@ -226,8 +226,8 @@ def run(*, size: str = "small", seed: int = 0, glances: int = 1, only: list[str]
     figures: dict[str, Any] = {}
     t0 = time.perf_counter()
     try:  # compile or load the kernels now, not inside the timed training
-        from strategies.lamaml_kernels import warm_up as warm_up_lamaml
-        from strategies.mlp_kernels import warm_up as warm_up_mer
+        from strategies.lamaml_numba import warm_up as warm_up_lamaml
+        from strategies.mer_numba import warm_up as warm_up_mer
 
         warm_up_mer()
         warm_up_lamaml()

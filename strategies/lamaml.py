@@ -31,9 +31,13 @@ Deviations from the official code, none of which changes the algorithm: memory e
 meta-batch are drawn without replacement (the official code reshuffles per draw, which can
 repeat one); the reservoir uses Vitter's Algorithm R exactly (the official
 ``random.randint(0, age)`` is off by one). In task-incremental streams each example's loss is
-taken over the classes of its own task. First-order meta-gradients on ReLU MLPs take a closed-form path equal to the autograd one to
-float rounding: compiled on the CPU (:mod:`strategies.lamaml_kernels`), torch kernels elsewhere
-(:mod:`strategies.fast_lamaml`).
+taken over the classes of its own task.
+
+Two implementations, one algorithm: the reference path (:func:`look_ahead_meta_loss`,
+``torch.func.functional_call`` on any ``nn.Module``, any device, first and second order) and,
+for first-order meta-gradients of ReLU MLPs in float32 on the CPU (``fast_path``), the compiled
+backend :class:`strategies.lamaml_numba.CompiledLaMAML`. Both give the same meta-loss and
+meta-gradients to float rounding (tested); the run record says which ran (``backend``).
 """
 
 from __future__ import annotations
@@ -43,13 +47,13 @@ from typing import Any
 import torch
 from torch.func import functional_call
 
-from strategies.fast_lamaml import first_order_meta_gradients
 from strategies.functional import (
     SingleThreadedExperiences,
     masked_cross_entropy,
     trainable,
 )
 from strategies.contract import StrategyReport
+from strategies.lamaml_numba import CompiledLaMAML
 from strategies.memory import ReservoirMemory
 from strategies.mer import _meta_template
 
@@ -82,8 +86,7 @@ class LookAheadMAML(SingleThreadedExperiences, _meta_template()):
         self.alphas = [torch.full_like(p, alpha_init, requires_grad=True) for p in self._params]
         self.fast_path = fast_path
         self.final_meta_loss = meta_loss == "final"
-        self._closed_form = False
-        self._compiled = None
+        self._backend: CompiledLaMAML | None = None  # the compiled backend where it applies
         self.backend_used: str | None = None  # which implementation ran the last glance
 
     def report(self) -> StrategyReport:
@@ -120,18 +123,9 @@ class LookAheadMAML(SingleThreadedExperiences, _meta_template()):
             raise RuntimeError("the model's parameters changed shape between experiences; "
                                "La-MAML keeps one learning rate per parameter and cannot follow")
         self._names, self._params = names, params
-        self._closed_form = self.fast_path and not self.second_order and self._is_plain_mlp()
-        self._compiled = _compiled_glance(self._params, self._mask, self.experience) if self._closed_form else None
-
-    def _is_plain_mlp(self) -> bool:
-        """True when the model is a ReLU MLP whose parameters are [W1, b1, W2, b2, ...]."""
-        from strategies.fast_mlp import linear_relu_layers
-
         example = self.experience.dataset[0][0]
-        layers = linear_relu_layers(self.model, tuple(example.shape))
-        if layers is None or any(lay.bias is None for lay in layers):
-            return False
-        return [id(p) for p in self._params] == [id(p) for lay in layers for p in (lay.weight, lay.bias)]
+        self._backend = (CompiledLaMAML.for_model(self.model, self._params, tuple(example.shape), self._mask)
+                         if self.fast_path and not self.second_order and example.dtype == torch.float32 else None)
 
     def _inner_updates(self, **kwargs):
         losses = []
@@ -162,10 +156,9 @@ class LookAheadMAML(SingleThreadedExperiences, _meta_template()):
 
         rates = [torch.relu(a) for a in self.alphas] if (self.learn_lr or not self.sync_update) else \
             [self.alpha_init] * len(self.alphas)
-        self.backend_used = "numba" if self._compiled is not None else \
-            "torch-closed-form" if self._closed_form else "reference"
-        if self._compiled is not None:  # the same closed form, compiled (CPU, float32)
-            meta_loss, g_theta, g_rate = self._compiled(
+        self.backend_used = self._backend.name if self._backend is not None else "reference"
+        if self._backend is not None:  # first order on a ReLU MLP, compiled (CPU, float32)
+            meta_loss, g_theta, g_rate = self._backend.glance(
                 self._params, [r.detach() if torch.is_tensor(r) else r for r in rates], (x, y, t), (bx, by, bt),
                 with_rates=self.learn_lr, final_only=self.final_meta_loss)
             self.inner_steps += len(y)
@@ -173,12 +166,6 @@ class LookAheadMAML(SingleThreadedExperiences, _meta_template()):
                 self.memory.add(x, y, t)
             with torch.no_grad():
                 g_alpha = [g.mul_(a > 0) for g, a in zip(g_rate, self.alphas)] if self.learn_lr else []
-        elif self._closed_form:  # first order on a ReLU MLP: gradients written out, no graph
-            meta_loss, g_theta, g_rate = first_order_meta_gradients(
-                self._params, [r.detach() if torch.is_tensor(r) else r for r in rates], (x, y, t), (bx, by, bt),
-                mask=self._mask, with_rates=self.learn_lr, after_inner_step=after_inner_step,
-                final_only=self.final_meta_loss)
-            g_alpha = [g * (a > 0) for g, a in zip(g_rate, self.alphas)] if self.learn_lr else []
         else:
             meta_loss = look_ahead_meta_loss(self.model, self._names, self._params, rates, (x, y, t),
                                              (bx, by, bt), mask=self._mask, second_order=self.second_order,
@@ -198,19 +185,6 @@ class LookAheadMAML(SingleThreadedExperiences, _meta_template()):
                 torch._foreach_add_(self._params, [g * torch.relu(a) for g, a in zip(g_theta, self.alphas)],
                                     alpha=-1.0)
         return meta_loss.detach()
-
-
-def _compiled_glance(params, mask, experience):
-    """The compiled first-order glance (:mod:`strategies.lamaml_kernels`) where it applies:
-    float32 CPU parameters and inputs, numba installed; else None (the torch closed form)."""
-    try:
-        from strategies.lamaml_kernels import CompiledGlance
-    except ImportError:
-        return None
-    x = experience.dataset[0][0]
-    if not CompiledGlance.usable(params) or x.dtype != torch.float32 or (mask is not None and mask.device.type != "cpu"):
-        return None
-    return CompiledGlance(n_classes=params[-1].shape[0], mask=mask)
 
 
 def look_ahead_meta_loss(model: torch.nn.Module, names: list[str], params: list[torch.Tensor], rates: list,

@@ -25,11 +25,12 @@ two forms differ only in the incoming example's position. Algorithm 7: one batch
 example and ``replay_batch`` memory examples in random order, the example's loss weighted by
 s, one Reptile step with ``gamma``.
 
-For ReLU MLPs (``fast_path``) the single-example SGD steps take a closed form: on the CPU a
-compiled kernel runs a whole minibatch of MER, Reptile steps and reservoir writes included
-(:mod:`strategies.mlp_kernels`, exploiting zero inputs exactly); elsewhere torch kernels
-(:mod:`strategies.fast_mlp`). Both equal the autograd path to float rounding and draw the same
-random numbers in the same order.
+Two implementations, one algorithm: the reference path below (autograd on any ``nn.Module``,
+any device) and, for ReLU MLPs in float32 on the CPU (``fast_path``), the compiled backend
+:class:`strategies.mer_numba.CompiledMER`, which runs a whole minibatch of MER in one call
+(Reptile steps and reservoir writes included, zero inputs skipped exactly). Both draw the same
+random numbers in the same order and give the same weights to float rounding (tested); the run
+record says which ran (``backend``: ``numba`` or ``reference``).
 
 Deviations from the official code, none of which changes the algorithm: memory examples of a
 batch are drawn without replacement (the official code reshuffles per draw, which can repeat
@@ -45,7 +46,6 @@ from typing import Any
 import numpy as np
 import torch
 
-from strategies.fast_mlp import linear_relu_layers, sgd_step
 from strategies.functional import (
     SingleThreadedExperiences,
     copy_into,
@@ -55,24 +55,10 @@ from strategies.functional import (
 )
 from strategies.contract import StrategyReport
 from strategies.memory import ReservoirMemory
+from strategies.mer_numba import INCOMING, SKIP, CompiledMER
 
 ALGORITHMS = (1, 6, 7)
 ALG6_FORMS = ("official", "paper")  # meralg6.py, or the paper's Algorithm 6 (module docstring)
-INCOMING, SKIP = -1, -2  # plan entries of the compiled path (see strategies.mlp_kernels)
-
-
-def _compiled_net(layers, mask):
-    """The compiled path's view of the MLP, or None where it does not apply (not an MLP,
-    not float32 on the CPU, a Linear without bias, or numba missing)."""
-    if layers is None:
-        return None
-    try:
-        from strategies.mlp_kernels import TransposedMLP
-    except ImportError:
-        return None
-    if not TransposedMLP.usable(layers) or (mask is not None and mask.device.type != "cpu"):
-        return None
-    return TransposedMLP(layers, n_tasks=1 if mask is None else len(mask))
 
 
 def _meta_template():
@@ -112,10 +98,9 @@ class MER(SingleThreadedExperiences, _meta_template()):
     # -- Avalanche hooks -------------------------------------------------------------
     def _track_parameters(self, example: torch.Tensor | None = None) -> None:
         _, self._params = trainable(self.model)
-        self._layers = self._compiled = None
+        self._backend = None  # the compiled backend where it applies, else the reference path
         if self.fast_path and example is not None:
-            self._layers = linear_relu_layers(self.model, tuple(example.shape[1:]))
-            self._compiled = _compiled_net(self._layers, self._mask)
+            self._backend = CompiledMER.for_model(self.model, tuple(example.shape[1:]), self._mask)
         self._before_example = [torch.empty_like(p) for p in self._params]
         self._before_batch = [torch.empty_like(p) for p in self._params]
 
@@ -125,10 +110,10 @@ class MER(SingleThreadedExperiences, _meta_template()):
         self._track_parameters(self.experience.dataset[0][0].unsqueeze(0))
 
     def _inner_updates(self, **kwargs):
-        if self._compiled is not None and self.mb_x.dtype == torch.float32 and self.mb_x.device.type == "cpu":
-            self.backend_used = "numba"
+        if self._backend is not None and self.mb_x.dtype == torch.float32 and self.mb_x.device.type == "cpu":
+            self.backend_used = self._backend.name
             return self._compiled_updates()
-        self.backend_used = "torch-closed-form" if self._layers is not None else "reference"
+        self.backend_used = "reference"
         x, y, t = self.mb_x, self.mb_y, self.mb_task_id
         losses = []
         for i in range(len(y)):
@@ -138,24 +123,14 @@ class MER(SingleThreadedExperiences, _meta_template()):
         self.loss = torch.stack(losses).mean()
 
     def _compiled_updates(self) -> None:
-        """The whole minibatch in one compiled call; the random draws are made here, in the
-        order :meth:`_observe` and ``memory.add`` make them."""
-        from strategies.mlp_kernels import mer_minibatch
-
+        """The whole minibatch in one call of the compiled backend; the random draws are made
+        here, in the order :meth:`_observe` and ``memory.add`` make them."""
         x, y, t = self.mb_x, self.mb_y, self.mb_task_id
-        n = len(y)
         self.memory.storage(x)
-        plan, weights, slots = self._plan(n)
-        net = self._compiled
-        net.load()
-        mem = self.memory
-        masks = net.no_mask if self._mask is None else self._mask.numpy()
+        plan, weights, slots = self._plan(len(y))
         beta, gamma = self._rates()
-        losses = mer_minibatch(net.wts, net.bs, *net.snap_a, *net.snap_b, *net.scratch,
-                               x.reshape(n, -1).float().contiguous().numpy(), y.numpy(), t.numpy(),
-                               plan, weights, slots, mem.x.reshape(mem.size, -1).numpy(), mem.y.numpy(),
-                               mem.t.numpy(), masks, self._mask is not None, self.lr, beta, gamma)
-        net.store()
+        losses = self._backend.minibatch(x, y, t, plan=plan, weights=weights, slots=slots, memory=self.memory,
+                                         lr=self.lr, beta=beta, gamma=gamma)
         self.inner_steps += int((plan != SKIP).sum())
         self.loss = torch.as_tensor(float(losses.mean()))
 
@@ -238,15 +213,6 @@ class MER(SingleThreadedExperiences, _meta_template()):
     def _sgd_through(self, bx, by, bt, weight=None) -> torch.Tensor:
         """Plain SGD, one example at a time, in batch order; returns the summed loss."""
         total = torch.zeros((), device=self.device)
-        if self._layers is not None:  # closed-form path for ReLU MLPs on any device
-            ys, ts = by.tolist(), bt.tolist()
-            ws = weight.tolist() if weight is not None else None
-            for j in range(len(ys)):
-                mask_row = None if self._mask is None else self._mask[ts[j]]
-                total += sgd_step(self._layers, bx[j], ys[j], self.lr, mask_row=mask_row,
-                                  weight=1.0 if ws is None else ws[j])
-            self.inner_steps += len(ys)
-            return total
         for j in range(len(by)):
             logits = self.model(bx[j:j + 1])
             w = None if weight is None else weight[j:j + 1]

@@ -124,12 +124,12 @@ def test_bad_algorithm_is_rejected():
 
 
 @pytest.mark.parametrize("algorithm,alg6_form", [(1, "official"), (6, "official"), (6, "paper"), (7, "official")])
-def test_fast_mlp_path_equals_the_autograd_path(stream, algorithm, alg6_form):
+def test_compiled_backend_equals_the_reference_path(stream, algorithm, alg6_form):
     base = _model(stream)
     hp = dict(algorithm=algorithm, alg6_form=alg6_form, batches_per_example=3, replay_batch=4, mem_size=15, beta=0.3, gamma=0.7)
     fast = _train("mer", stream, copy.deepcopy(base), fast_path=True, **hp)
     slow = _train("mer", stream, copy.deepcopy(base), fast_path=False, **hp)
-    assert fast._layers is not None and fast._compiled is not None and slow._layers is None
+    assert fast.report().backend == "numba" and slow.report().backend == "reference"
     assert len(fast.memory) == len(slow.memory) and torch.equal(fast.memory.y, slow.memory.y)
     assert torch.equal(fast.memory.x, slow.memory.x)
     assert fast.report().inner_steps == slow.report().inner_steps
@@ -137,7 +137,7 @@ def test_fast_mlp_path_equals_the_autograd_path(stream, algorithm, alg6_form):
         assert torch.allclose(p, q, atol=1e-5)
 
 
-def test_fast_path_with_task_masks_equals_the_autograd_path():
+def test_compiled_backend_with_task_masks_equals_the_reference_path():
     split = scenarios.build("split-mnist", seed=0, n_tasks=5, per_task=30, task_incremental=True)
     ctx = strategies.StrategyContext(batch_size=10, n_classes=10, input_shape=split.input_shape, task_labels=True,
                                      classes_per_task=split.classes_per_task)
@@ -152,26 +152,33 @@ def test_fast_path_with_task_masks_equals_the_autograd_path():
         assert torch.allclose(p, q, atol=1e-5)
 
 
-def test_compiled_and_torch_closed_forms_agree():
-    """Single-example steps of the compiled kernel (which skips zero inputs and dead units)
-    and of the torch closed form, on inputs that are 70% zeros, with task masks and weights."""
+def test_compiled_single_example_steps_equal_autograd_steps():
+    """Single-example SGD steps of the compiled kernel (which skips zero inputs and dead units)
+    against autograd, on inputs that are 70% zeros, with task masks and loss weights."""
     import numpy as np
 
-    from strategies.fast_mlp import linear_relu_layers, sgd_step
-    from strategies.mlp_kernels import TransposedMLP, sgd_steps
+    from strategies.functional import masked_cross_entropy
+    from strategies.mer_numba import sgd_steps
+    from strategies.mlp_numba import TransposedMLP, linear_relu_layers
 
     torch.manual_seed(0)
     a = build_model("mlp", input_shape=(1, 6, 6), n_classes=5)
     b = copy.deepcopy(a)
-    la, lb = linear_relu_layers(a, (1, 6, 6)), linear_relu_layers(b, (1, 6, 6))
+    lb = linear_relu_layers(b, (1, 6, 6))
     g = torch.Generator().manual_seed(1)
     x, y = torch.rand(50, 36, generator=g), torch.randint(0, 5, (50,), generator=g)
     x[torch.rand(50, 36, generator=g) < 0.7] = 0.0
     masks = torch.tensor([[0.0, 0.0, float("-inf"), 0.0, float("-inf")], [0.0] * 5])
     t = torch.arange(50) % 2
     w = 1.0 + (torch.arange(50) % 3).float()
-    expected = [float(sgd_step(la, x[k], int(y[k]), 0.1, mask_row=masks[t[k]], weight=float(w[k])))
-                for k in range(50)]
+    expected = []
+    for k in range(50):
+        loss = masked_cross_entropy(a(x[k:k + 1].reshape(1, 1, 6, 6)), y[k:k + 1], t[k:k + 1], masks, w[k:k + 1])
+        grads = torch.autograd.grad(loss, list(a.parameters()))
+        with torch.no_grad():
+            for p, g in zip(a.parameters(), grads):
+                p -= 0.1 * g
+        expected.append(float(loss))
     net = TransposedMLP(lb, n_tasks=2)
     got = sgd_steps(net.wts, net.bs, *net.scratch, x.numpy(), y.numpy(), t.numpy(), w.numpy(), masks.numpy(),
                     True, 0.1)
@@ -182,7 +189,7 @@ def test_compiled_and_torch_closed_forms_agree():
 
 
 def test_fast_path_is_not_taken_for_other_networks():
-    from strategies.fast_mlp import linear_relu_layers
+    from strategies.mlp_numba import linear_relu_layers
 
     assert linear_relu_layers(build_model("cnn", input_shape=(3, 32, 32), n_classes=10), (3, 32, 32)) is None
     odd = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 3), torch.nn.Tanh(), torch.nn.Linear(3, 2))

@@ -1,8 +1,11 @@
-"""Compiled (numba) first-order La-MAML / C-MAML glance for ReLU MLPs on the CPU.
+"""The compiled CPU backend of La-MAML / C-MAML (Gupta et al. 2020) for ReLU MLPs: one numba
+call runs a first-order glance. :class:`CompiledLaMAML` is what
+:class:`strategies.lamaml.LookAheadMAML` calls; the reference path is
+:func:`strategies.lamaml.look_ahead_meta_loss` (torch.func, autograd), and a test checks that
+both give the same meta-loss and meta-gradients.
 
-Computes what :func:`strategies.fast_lamaml.first_order_meta_gradients` computes (Gupta et al.
-2020, Alg. 1 and Eq. 5-8 with first-order meta-gradients), with every single-example step
-written out as in :mod:`strategies.mlp_kernels`:
+It computes the first-order meta-gradients of Alg. 1 and Eq. 5-8, with every single-example
+step written out with the shared kernels of :mod:`strategies.mlp_numba`:
 
 - inner loop, one incoming example at a time: ``g_i = grad L(x_i; theta_i)``,
   ``theta_{i+1} = theta_i - r * g_i``, ``S_{i+1} = S_i + g_i``;
@@ -21,50 +24,20 @@ import numpy as np
 import torch
 from numba import njit
 
-from strategies.mlp_kernels import _FAST, _forward, _forward_all, _nonzero
+from strategies.mlp_numba import FAST, forward, forward_all, hidden_delta, linear_relu_layers, nonzero, output_delta
 
 
-@njit(cache=True, fastmath=_FAST)
-def _output_delta(logits, d, y, mask_row, use_mask):
-    """d <- softmax(logits + mask) - onehot(y); returns the cross-entropy."""
-    n = logits.shape[0]
-    top = -np.inf
-    for o in range(n):
-        top = max(top, logits[o] + (mask_row[o] if use_mask else np.float32(0.0)))
-    total = 0.0
-    for o in range(n):
-        e = np.exp(logits[o] + (mask_row[o] if use_mask else np.float32(0.0)) - top)
-        d[o] = e
-        total += e
-    for o in range(n):
-        d[o] = d[o] / total
-    d[y] -= 1.0
-    return top + np.log(total) - logits[y] - (mask_row[y] if use_mask else np.float32(0.0))
-
-
-@njit(cache=True, fastmath=_FAST)
-def _hidden_delta(wt, inp, idx, k, d, d_prev):
-    """d_prev <- (W^T d) * [inp > 0], from the rows of the nonzero (positive) inputs."""
-    d_prev[:] = np.float32(0.0)
-    for q in range(k):
-        j = idx[q]
-        s = np.float32(0.0)
-        for o in range(d.shape[0]):
-            s += wt[j, o] * d[o]
-        d_prev[j] = s
-
-
-@njit(cache=True, fastmath=_FAST)
+@njit(cache=True, fastmath=FAST)
 def _inner_step(wts, bs, rws, rbs, s_w, s_b, zs, ds, ids, ks, x, y, mask_row, use_mask, with_sums):
     """theta <- theta - r * grad L(x; theta) in place; S += grad (when ``with_sums``)."""
     last = len(wts) - 1
-    _forward_all(wts, bs, zs, ids, ks, x)
-    loss = _output_delta(zs[last], ds[last], y, mask_row, use_mask)
+    forward_all(wts, bs, zs, ids, ks, x)
+    loss = output_delta(zs[last], ds[last], y, mask_row, use_mask, np.float32(1.0))
     for layer in range(last, -1, -1):
         wt, rw, d = wts[layer], rws[layer], ds[layer]
         inp = x if layer == 0 else zs[layer - 1]
         if layer > 0:  # from the weights before this layer's update
-            _hidden_delta(wt, inp, ids[layer], ks[layer], d, ds[layer - 1])
+            hidden_delta(wt, inp, ids[layer], ks[layer], d, ds[layer - 1])
         g = d.copy()
         for q in range(ks[layer]):
             j = ids[layer][q]
@@ -85,7 +58,7 @@ def _inner_step(wts, bs, rws, rbs, s_w, s_b, zs, ds, ids, ks, x, y, mask_row, us
     return loss
 
 
-@njit(cache=True, fastmath=_FAST)
+@njit(cache=True, fastmath=FAST)
 def _accumulate(wts, bs, s_w, s_b, gw, gb, grw, grb, zs, ds, ids, ks, x, y, mask_row, use_mask, scale,
                 with_rates, pre, use_pre):
     """G_theta += scale * grad L(x; theta); G_r -= scale * grad * S, except for the first
@@ -98,16 +71,16 @@ def _accumulate(wts, bs, s_w, s_b, gw, gb, grw, grb, zs, ds, ids, ks, x, y, mask
         for o in range(z.shape[0]):
             z[o] = max(pre[o], np.float32(0.0)) if last > 0 else pre[o]
         for layer in range(1, last + 1):
-            ks[layer] = _nonzero(zs[layer - 1], ids[layer])
-            _forward(wts[layer], bs[layer], zs[layer - 1], ids[layer], ks[layer], zs[layer], layer < last)
+            ks[layer] = nonzero(zs[layer - 1], ids[layer])
+            forward(wts[layer], bs[layer], zs[layer - 1], ids[layer], ks[layer], zs[layer], layer < last)
     else:
-        _forward_all(wts, bs, zs, ids, ks, x)
-    loss = _output_delta(zs[last], ds[last], y, mask_row, use_mask)
+        forward_all(wts, bs, zs, ids, ks, x)
+    loss = output_delta(zs[last], ds[last], y, mask_row, use_mask, np.float32(1.0))
     for layer in range(last, -1, -1):
         d = ds[layer]
         inp = x if layer == 0 else zs[layer - 1]
         if layer > 0:
-            _hidden_delta(wts[layer], inp, ids[layer], ks[layer], d, ds[layer - 1])
+            hidden_delta(wts[layer], inp, ids[layer], ks[layer], d, ds[layer - 1])
         acc, accr, sw = gw[layer], grw[layer], s_w[layer]
         for q in range(ks[layer] if layer > 0 else 0):
             j = ids[layer][q]
@@ -125,7 +98,7 @@ def _accumulate(wts, bs, s_w, s_b, gw, gb, grw, grb, zs, ds, ids, ks, x, y, mask
     return loss
 
 
-@njit(cache=True, fastmath=_FAST)
+@njit(cache=True, fastmath=FAST)
 def glance(wts, bs, rws, rbs, s_w, s_b, gw, gb, grw, grb, zs, ds, ids, ks, xs, ys, ts, bxs, bys, bts, masks,
            use_mask, with_rates, final_only):
     """One first-order glance; the gradients land in gw/gb (theta) and grw/grb (rates);
@@ -140,8 +113,8 @@ def glance(wts, bs, rws, rbs, s_w, s_b, gw, gb, grw, grb, zs, ds, ids, ks, xs, y
     incremental = not final_only
     if incremental:
         for b in range(m):
-            k = _nonzero(bxs[b], ids[0])
-            _forward(wts[0], bs[0], bxs[b], ids[0], k, pre[b], False)
+            k = nonzero(bxs[b], ids[0])
+            forward(wts[0], bs[0], bxs[b], ids[0], k, pre[b], False)
     total, taken = 0.0, 0
     for i in range(n):
         _inner_step(wts, bs, rws, rbs, s_w, s_b, zs, ds, ids, ks, xs[i], ys[i],
@@ -169,7 +142,7 @@ def glance(wts, bs, rws, rbs, s_w, s_b, gw, gb, grw, grb, zs, ds, ids, ks, xs, y
     return total / taken
 
 
-@njit(cache=True, fastmath=_FAST)
+@njit(cache=True, fastmath=FAST)
 def _move_pre_activations(pre, bxs, x, idx, k, rw, rb, d):
     """pre[b] += the change of W x_b + b made by the inner step on ``x`` (delta ``d``, rates rw/rb)."""
     width = d.shape[0]
@@ -186,7 +159,7 @@ def _move_pre_activations(pre, bxs, x, idx, k, rw, rb, d):
             p[o] -= rb[o] * d[o]
 
 
-@njit(cache=True, fastmath=_FAST)
+@njit(cache=True, fastmath=FAST)
 def _first_layer(gw, grw, xs, bxs, idx, meta_deltas, inner_deltas, with_rates, final_only):
     """The first layer's weight gradients from its deltas, in factored form (the inputs are
     the same at every step). With D_i[b] the scaled delta of meta example b after inner step i,
@@ -205,7 +178,7 @@ def _first_layer(gw, grw, xs, bxs, idx, meta_deltas, inner_deltas, with_rates, f
         for i in range(meta_deltas.shape[0]):
             for o in range(width):
                 summed[o] += meta_deltas[i, b, o]
-        k_b = _nonzero(xb, idx)
+        k_b = nonzero(xb, idx)
         for q in range(k_b):
             j = idx[q]
             v = xb[j]
@@ -230,13 +203,13 @@ def _first_layer(gw, grw, xs, bxs, idx, meta_deltas, inner_deltas, with_rates, f
                         grw[j, o] -= c * inner_deltas[k, o] * suffix[o]
 
 
-@njit(cache=True, fastmath=_FAST)
+@njit(cache=True, fastmath=FAST)
 def _scale(a, factor):
     for i in range(a.shape[0]):
         a[i] *= factor
 
 
-class CompiledGlance:
+class CompiledLaMAML:
     """The glance of :func:`glance` on torch parameters ``[W1, b1, W2, b2, ...]`` of a ReLU
     MLP: transposes in, runs the kernel, transposes the gradients out (float32, CPU)."""
 
@@ -245,11 +218,29 @@ class CompiledGlance:
                       else np.ascontiguousarray(mask.detach().cpu().numpy(), dtype=np.float32))
         self.use_mask = mask is not None
 
-    @staticmethod
-    def usable(params: list[torch.Tensor]) -> bool:
-        return all(p.device.type == "cpu" and p.dtype == torch.float32 for p in params)
+    name = "numba"
 
-    def __call__(self, params, rates, incoming, meta_batch, *, with_rates: bool, final_only: bool):
+    @classmethod
+    def for_model(cls, model: torch.nn.Module, params: list[torch.Tensor], input_shape: tuple[int, ...],
+                  mask: torch.Tensor | None) -> CompiledLaMAML | None:
+        """The backend for ``model`` whose trainable parameters are ``params``, or None where it
+        does not apply (not a ReLU MLP with biases whose parameters are [W1, b1, W2, b2, ...],
+        not float32 on the CPU)."""
+        layers = linear_relu_layers(model, input_shape)
+        if layers is None or any(lay.bias is None for lay in layers):
+            return None
+        if [id(p) for p in params] != [id(p) for lay in layers for p in (lay.weight, lay.bias)]:
+            return None
+        if not all(p.device.type == "cpu" and p.dtype == torch.float32 for p in params) or (
+                mask is not None and mask.device.type != "cpu"):
+            return None
+        return cls(n_classes=params[-1].shape[0], mask=mask)
+
+    def glance(self, params, rates, incoming, meta_batch, *, with_rates: bool, final_only: bool):
+        """(meta-loss, grad wrt params, grad wrt rates or None) of one first-order glance:
+        ``params`` [W1, b1, ...], ``rates`` the matching step sizes (tensors, or one float
+        repeated: C-MAML), ``incoming`` the (x, y, t) of the inner loop, ``meta_batch`` the
+        (x, y, t) of the meta-loss; ``final_only``: one meta-loss after the last inner step."""
         weights, biases = params[0::2], params[1::2]
         wts = tuple(np.ascontiguousarray(w.detach().numpy().T) for w in weights)
         bs = tuple(b.detach().numpy().copy() for b in biases)
@@ -286,5 +277,5 @@ def warm_up() -> None:
     x, y, t = torch.ones(1, 3), torch.zeros(1, dtype=torch.long), torch.zeros(1, dtype=torch.long)
     for rates in ([torch.zeros_like(p) for p in params], [0.1] * 4):
         for with_rates in (True, False):
-            CompiledGlance(n_classes=2, mask=None)(params, rates, (x, y, t), (x, y, t), with_rates=with_rates,
-                                                   final_only=False)
+            CompiledLaMAML(n_classes=2, mask=None).glance(params, rates, (x, y, t), (x, y, t),
+                                                          with_rates=with_rates, final_only=False)
