@@ -225,14 +225,11 @@ def run(*, size: str = "small", seed: int = 0, glances: int = 1, only: list[str]
     stream = scenarios.build("permuted-mnist", seed=seed, n_tasks=2, per_task=SIZES[size])
     figures: dict[str, Any] = {}
     t0 = time.perf_counter()
-    try:  # compile or load the kernels now, not inside the timed training
-        from strategies.lamaml_numba import warm_up as warm_up_lamaml
-        from strategies.mer_numba import warm_up as warm_up_mer
+    from strategies.lamaml_numba import warm_up as warm_up_lamaml  # compile or load the kernels now,
+    from strategies.mer_numba import warm_up as warm_up_mer  # not inside the timed training
 
-        warm_up_mer()
-        warm_up_lamaml()
-    except ImportError:
-        pass
+    warm_up_mer()
+    warm_up_lamaml()
     jit_s = time.perf_counter() - t0
     with single_threaded(), warnings.catch_warnings():  # every side on one core, as the targets are stated
         warnings.showwarning = lambda *a, **k: None  # Avalanche's deprecation noise, every iteration
