@@ -89,7 +89,8 @@ def average_accuracy_curve(acc_matrix: Matrix) -> list[float]:
 
 
 def all_metrics(acc_matrix: Matrix, random_init_acc: Sequence[float]) -> dict[str, float]:
-    """The metrics of the run record: acc, la, bwt, fwt, forgetting."""
+    """The metrics of the run record, by name, in the order of
+    :data:`benchmark.metric_names.METRICS` (acc, la, bwt, fwt, forgetting)."""
     return {
         "acc": acc(acc_matrix),
         "la": la(acc_matrix),

@@ -35,6 +35,7 @@ from typing import Any
 import pandas as pd
 
 from benchmark import faults, plots
+from benchmark.metric_names import METRICS
 from benchmark.names import safe_name
 from benchmark.store import CONFIGS_FOLDER, BadRecord, RunStore, remove_stale_temps, write_atomic
 from benchmark.tables import (
@@ -42,18 +43,20 @@ from benchmark.tables import (
     REPORT_METRICS,
     SIGNIFICANCE,
     comparison,
+    headers,
     to_latex,
     to_markdown,
 )
 from benchmark.tidy import average_accuracy_table, long_table, matrix_table
 
-DEFINITIONS = [
-    ("ACC", "retained accuracy (RA): mean_j R[T-1, j], accuracy on every task after the last one"),
-    ("LA", "learning accuracy: mean_j R[j, j], accuracy on each task right after learning it"),
-    ("BWT", "backward transfer (BTI): 1/(T-1) sum_{j<T-1} (R[T-1, j] - R[j, j]); negative means forgetting"),
-    ("FWT", "forward transfer: 1/(T-1) sum_{j>=1} (R[j-1, j] - b[j]), b = accuracy of the untrained model"),
-    ("Forgetting", "Chaudhry et al. (2018): 1/(T-1) sum_{j<T-1} (max_{l<T-1} R[l, j] - R[T-1, j])"),
-]
+_DEFINED_AS = {
+    "acc": "retained accuracy (RA): mean_j R[T-1, j], accuracy on every task after the last one",
+    "la": "learning accuracy: mean_j R[j, j], accuracy on each task right after learning it",
+    "bwt": "backward transfer (BTI): 1/(T-1) sum_{j<T-1} (R[T-1, j] - R[j, j]); negative means forgetting",
+    "fwt": "forward transfer: 1/(T-1) sum_{j>=1} (R[j-1, j] - b[j]), b = accuracy of the untrained model",
+    "forgetting": "Chaudhry et al. (2018): 1/(T-1) sum_{j<T-1} (max_{l<T-1} R[l, j] - R[T-1, j])",
+}
+DEFINITIONS = [(METRIC_INFO[m][0], _DEFINED_AS[m]) for m in METRICS]  # (column title, definition)
 NOTES = [
     "R[i][j] is the test accuracy on task j after training on task i (indices from 0).",
     ("The GEM, MER and La-MAML reference code divides BWT and FWT by T, not T-1; this report uses the "
@@ -402,7 +405,7 @@ def _e(text: Any) -> str:
 def _html_table(table: pd.DataFrame) -> str:
     from benchmark.tables import cell
 
-    heads = ["Strategy", "Seeds", "Failed", *(METRIC_INFO[m][0] for m in REPORT_METRICS)]
+    heads = headers(REPORT_METRICS)
     rows = []
     for _, r in table.iterrows():
         cells = [f'<td data-v="{_e(r["strategy"])}">{_e(r["strategy"])}</td>',

@@ -25,9 +25,8 @@ from pathlib import Path
 from typing import Any
 
 from benchmark import faults
+from benchmark.metric_names import METRICS, TIMINGS
 
-METRICS = ("acc", "la", "bwt", "fwt", "forgetting")
-TIMINGS = ("train_s", "eval_s", "eval_share", "iterations", "inner_steps")
 # section / config: labels of the run's configuration group (benchmark.groups), which tell the
 # rows of different settings apart; section_id / config_id: the groups' stable keys
 GROUP_COLUMNS = ("section", "config", "section_id", "config_id")

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from benchmark.metric_names import METRICS
 from benchmark.tables_labels import strategy_labels
 
 # metric -> (column title, higher is better, shown in %)
@@ -29,7 +30,7 @@ METRIC_INFO: dict[str, tuple[str, bool, bool]] = {
     "train_s": ("Train s", False, False),
     "eval_share": ("Eval %", False, True),
 }
-REPORT_METRICS = ("acc", "la", "bwt", "fwt", "forgetting", "train_s")
+REPORT_METRICS = (*METRICS, "train_s")
 SUMMARY_METRICS = ("acc", "bwt", "forgetting", "train_s", "eval_share")
 SIGNIFICANCE = 0.05
 MARK = "†"

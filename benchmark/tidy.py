@@ -14,9 +14,8 @@ from typing import Any, Iterable
 import pandas as pd
 
 from benchmark.groups import groups
+from benchmark.metric_names import METRICS, TIMES
 
-METRICS = ("acc", "la", "bwt", "fwt", "forgetting")
-TIMINGS = ("train_s", "eval_s", "eval_share")
 RUN_COLUMNS = ["run_id", "scenario", "section", "section_id", "strategy", "config_id", "seed"]
 
 
@@ -39,7 +38,7 @@ def long_table(records: Iterable[dict[str, Any]]) -> pd.DataFrame:
         timing = r.get("timing") or {}
         for name in METRICS:
             rows.append({**base, "metric": name, "value": metrics.get(name)})
-        for name in TIMINGS:
+        for name in TIMES:
             rows.append({**base, "metric": name, "value": timing.get(name)})
     df = pd.DataFrame(rows, columns=[*RUN_COLUMNS, "status", "metric", "value"])
     df["value"] = pd.to_numeric(df["value"], errors="coerce")

@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from benchmark import runner
+from benchmark import run_checkpoint, runner
 from benchmark.config import validate
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -58,6 +58,7 @@ import hashlib, json, sys, time
 from pathlib import Path
 
 args = json.loads(sys.argv[1])
+import benchmark.run_checkpoint as run_checkpoint
 import benchmark.runner as runner
 from benchmark.config import validate
 
@@ -75,7 +76,7 @@ def recording_evaluate(model, *a, **k):
 runner.evaluate = recording_evaluate
 hold_after = args.get("hold_after")
 if hold_after is not None:  # stand still after writing the checkpoint of task `hold_after`
-    write, writes = runner.write_atomic, []
+    write, writes = run_checkpoint.write_atomic, []
 
     def write_then_hold(path, data):
         write(path, data)
@@ -84,7 +85,7 @@ if hold_after is not None:  # stand still after writing the checkpoint of task `
             if len(writes) == hold_after:
                 time.sleep(600)
 
-    runner.write_atomic = write_then_hold
+    run_checkpoint.write_atomic = write_then_hold
 
 results = []
 for ckpt in args["runs"]:
@@ -199,7 +200,7 @@ def _spec(strategy="naive", **hparams):
 
 def _interrupted(monkeypatch, spec, folder: Path, after_writes: int = 1) -> Path:
     """Run ``spec`` until its checkpoint has been written ``after_writes`` times."""
-    write, n = runner.write_atomic, []
+    write, n = run_checkpoint.write_atomic, []
 
     def write_then_stop(path, data):
         write(path, data)
@@ -207,11 +208,11 @@ def _interrupted(monkeypatch, spec, folder: Path, after_writes: int = 1) -> Path
         if len(n) == after_writes:
             raise _Stop
 
-    monkeypatch.setattr(runner, "write_atomic", write_then_stop)
+    monkeypatch.setattr(run_checkpoint, "write_atomic", write_then_stop)
     with pytest.raises(_Stop):
         runner.run_one(spec, checkpoint_dir=folder)
-    monkeypatch.setattr(runner, "write_atomic", write)
-    path = folder / runner.CHECKPOINT_FILE
+    monkeypatch.setattr(run_checkpoint, "write_atomic", write)
+    path = folder / run_checkpoint.CHECKPOINT_FILE
     assert path.exists()
     return path
 
@@ -284,13 +285,13 @@ def test_checkpoint_is_loaded_weights_only_and_code_in_it_never_runs(tmp_path, m
 
 
 def test_checkpoints_are_written_after_each_task_and_removed_when_done(tmp_path, monkeypatch, naive_reference):
-    write, seen = runner.write_atomic, []
+    write, seen = run_checkpoint.write_atomic, []
 
     def spy(path, data):
         write(path, data)
         seen.append(torch.load(path, weights_only=True))
 
-    monkeypatch.setattr(runner, "write_atomic", spy)
+    monkeypatch.setattr(run_checkpoint, "write_atomic", spy)
     rec = runner.run_one(_spec(), checkpoint_dir=tmp_path)
     assert rec["status"] == "done" and rec["acc_matrix"] == naive_reference["acc_matrix"]
     assert [s["next_task"] for s in seen] == list(range(1, N_TASKS))  # none after the last task
@@ -300,7 +301,7 @@ def test_checkpoints_are_written_after_each_task_and_removed_when_done(tmp_path,
         assert {"python", "numpy", "torch"} <= set(s["rng"])
     info = rec["checkpoint"]
     assert info["enabled"] and info["saved"] == N_TASKS - 1 and info["resumed_from_task"] is None
-    assert not (tmp_path / runner.CHECKPOINT_FILE).exists() and list(tmp_path.iterdir()) == []
+    assert not (tmp_path / run_checkpoint.CHECKPOINT_FILE).exists() and list(tmp_path.iterdir()) == []
 
 
 def test_without_checkpoint_dir_nothing_changes(naive_reference):
@@ -323,7 +324,7 @@ def test_a_checkpoint_that_cannot_be_written_does_not_fail_the_run(tmp_path, mon
     def full_disk(path, data):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(runner, "write_atomic", full_disk)
+    monkeypatch.setattr(run_checkpoint, "write_atomic", full_disk)
     rec = runner.run_one(_spec(), checkpoint_dir=tmp_path)
     assert rec["status"] == "done" and rec["acc_matrix"] == naive_reference["acc_matrix"]
     assert rec["checkpoint"]["enabled"] is False

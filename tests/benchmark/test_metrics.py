@@ -69,3 +69,15 @@ def test_non_square_matrices_are_rejected(bad):
 def test_fwt_needs_one_random_accuracy_per_task():
     with pytest.raises(ValueError, match="length T=3"):
         metrics.fwt(R, [0.1, 0.1])
+
+
+def test_the_metric_names_are_defined_once_and_every_reader_uses_them():
+    from benchmark import metric_names, report, store, tables, tidy
+
+    assert tuple(metrics.all_metrics(R, B)) == metric_names.METRICS
+    assert store.METRICS is tidy.METRICS is metric_names.METRICS
+    assert store.TIMINGS is metric_names.TIMINGS and set(tidy.TIMES) <= set(store.TIMINGS)
+    assert tables.REPORT_METRICS[:len(metric_names.METRICS)] == metric_names.METRICS
+    shown = {*metric_names.METRICS, *tables.REPORT_METRICS, *tables.SUMMARY_METRICS}
+    assert shown <= set(tables.METRIC_INFO)
+    assert [title for title, _ in report.DEFINITIONS] == [tables.METRIC_INFO[m][0] for m in metric_names.METRICS]
