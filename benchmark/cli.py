@@ -119,8 +119,9 @@ def _is_bad_input(exc: Exception) -> bool:
 
 
 def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
+    from benchmark.messages import first_line
+
+    return first_line(exc) or type(exc).__name__
 
 
 def _printable(text: str) -> str:

@@ -21,7 +21,6 @@ config never runs code.
 from __future__ import annotations
 
 import copy
-import difflib
 import hashlib
 import json
 import re
@@ -33,6 +32,7 @@ import yaml
 
 import scenarios
 import strategies
+from benchmark.messages import closest
 from benchmark.models import BACKBONES, INITS
 from benchmark.settings import DEVICES, MAX_NAME_BYTES, MAX_SEED, defaults, keys
 from benchmark.spec_keys import NOT_IN_RUN_ID, SCENARIO_NOT_IN_RUN_ID
@@ -47,11 +47,6 @@ MODEL_DEFAULTS = defaults("model")
 
 class ConfigError(ValueError):
     """A malformed experiment file or override; the message is one line."""
-
-
-def _hint(key: str, allowed) -> str:
-    m = difflib.get_close_matches(key, list(allowed), n=1, cutoff=0.6)
-    return f" (did you mean '{m[0]}'?)" if m else ""
 
 
 class _SafeLoader(yaml.SafeLoader):
@@ -254,7 +249,7 @@ def apply_override(raw: dict[str, Any], item: str) -> None:
         raise ConfigError(f"--set {key}: value '{text}' is not valid YAML") from None
     head = parts[0]
     if head not in TOP_KEYS:
-        raise ConfigError(f"--set key '{key}' does not exist{_hint(head, TOP_KEYS)}; top-level keys: {', '.join(TOP_KEYS)}")
+        raise ConfigError(f"--set key '{key}' does not exist{closest(head, TOP_KEYS)}; top-level keys: {', '.join(TOP_KEYS)}")
     if head in ("name", "seeds", "description"):
         if len(parts) != 1:
             raise ConfigError(f"--set key '{key}' does not exist; '{head}' has no sub-keys")
@@ -264,7 +259,7 @@ def apply_override(raw: dict[str, Any], item: str) -> None:
         allowed = TRAIN_DEFAULTS if head == "train" else MODEL_DEFAULTS
         if len(parts) != 2 or parts[1] not in allowed:
             sub = parts[1] if len(parts) > 1 else ""
-            raise ConfigError(f"--set key '{key}' does not exist{_hint(sub, allowed)}; allowed: "
+            raise ConfigError(f"--set key '{key}' does not exist{closest(sub, allowed)}; allowed: "
                               + ", ".join(f"{head}.{k}" for k in allowed))
         if raw.get(head) is None:
             raw[head] = {}
@@ -292,7 +287,7 @@ def apply_override(raw: dict[str, Any], item: str) -> None:
         targets = [e for e in entries if isinstance(e, dict) and _norm(str(e.get("name", ""))) == _norm(selector)]
         if not targets:
             names = [str(e.get("name")) for e in entries if isinstance(e, dict)]
-            raise ConfigError(f"--set key '{key}': no {'strategy' if head == 'strategies' else 'scenario'} named '{selector}' in the config{_hint(selector, names)}; "
+            raise ConfigError(f"--set key '{key}': no {'strategy' if head == 'strategies' else 'scenario'} named '{selector}' in the config{closest(selector, names)}; "
                               f"present: {', '.join(names)}")
     for t in targets:
         if not isinstance(t, dict):
@@ -308,7 +303,7 @@ def validate(raw: dict[str, Any], *, where: str = "config") -> Experiment:
     """Check every key, type and name of a parsed config; resolve all parameters."""
     for key in raw:
         if key not in TOP_KEYS:
-            raise ConfigError(f"{where}: unknown key '{key}'{_hint(str(key), TOP_KEYS)}; allowed: {', '.join(TOP_KEYS)}")
+            raise ConfigError(f"{where}: unknown key '{key}'{closest(str(key), TOP_KEYS)}; allowed: {', '.join(TOP_KEYS)}")
     name = raw.get("name")
     if not isinstance(name, str) or not name.strip():
         raise ConfigError(f"{where}: 'name' must be a non-empty string, got {name!r}")
@@ -342,14 +337,14 @@ def validate(raw: dict[str, Any], *, where: str = "config") -> Experiment:
         raise ConfigError(f"{where}: train.task_mask must be true or false, got {train['task_mask']!r}")
     if train["device"] not in DEVICES:
         raise ConfigError(f"{where}: train.device is {train['device']!r}; allowed: {', '.join(DEVICES)}"
-                          f"{_hint(str(train['device']), DEVICES)}")
+                          f"{closest(str(train['device']), DEVICES)}")
     model = _section(raw, "model", MODEL_DEFAULTS, where)
     if model["name"] not in ("auto", *BACKBONES):
         raise ConfigError(f"{where}: model.name is {model['name']!r}; allowed: auto, {', '.join(BACKBONES)}"
-                          f"{_hint(str(model['name']), ('auto', *BACKBONES))}")
+                          f"{closest(str(model['name']), ('auto', *BACKBONES))}")
     if model["init"] not in INITS:
         raise ConfigError(f"{where}: model.init is {model['init']!r}; allowed: {', '.join(INITS)}"
-                          f"{_hint(str(model['init']), INITS)}")
+                          f"{closest(str(model['init']), INITS)}")
     hidden = model["hidden"]
     if not isinstance(hidden, list) or not hidden or not all(isinstance(h, int) and not isinstance(h, bool) and h >= 1 for h in hidden):
         raise ConfigError(f"{where}: model.hidden must be a non-empty list of integers >= 1, got {hidden!r}")
@@ -373,7 +368,7 @@ def _section(raw, key, defaults, where):
         raise ConfigError(f"{where}: '{key}' is {_kind(given)}; it must be a mapping with keys {', '.join(defaults)}")
     for k in given:
         if k not in defaults:
-            raise ConfigError(f"{where}: unknown key '{key}.{k}'{_hint(str(k), defaults)}; allowed: {', '.join(defaults)}")
+            raise ConfigError(f"{where}: unknown key '{key}.{k}'{closest(str(k), defaults)}; allowed: {', '.join(defaults)}")
     return {**defaults, **given}
 
 

@@ -36,6 +36,7 @@ from typing import Any, Protocol
 
 from benchmark import faults
 from benchmark.config import RunSpec
+from benchmark.messages import first_line
 
 OnResult = Callable[[dict[str, Any]], None]
 OnProgress = Callable[[RunSpec, int, int], None]
@@ -141,13 +142,13 @@ def _worker_run(spec: RunSpec, checkpoint_dir: Path | None = None) -> dict[str, 
 def _failed(spec: RunSpec, exc: BaseException, *, what: str = "worker lost") -> dict[str, Any]:
     """The record of a run that could not return a result of its own."""
     text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
-    first = (str(exc).strip().splitlines() or ["no message"])[0]
+    first = first_line(exc) or "no message"
     return _record(spec, f"{type(exc).__name__}: {what} ({first})\n{text}")
 
 
 def _died(spec: RunSpec, exc: BaseException, *, attempts: int, cause: str) -> dict[str, Any]:
     """The record of a run whose worker died on every attempt."""
-    first = (str(exc).strip().splitlines() or [""])[0]
+    first = first_line(exc)
     return _record(spec, f"WorkerDied: worker died while running this run ({cause}), on each of {attempts} "
                          f"attempts; the other runs went on\n{type(exc).__name__}: {first}")
 

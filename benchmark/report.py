@@ -35,6 +35,7 @@ from typing import Any
 import pandas as pd
 
 from benchmark import faults, plots
+from benchmark.messages import first_line
 from benchmark.metric_names import METRICS
 from benchmark.names import safe_name
 from benchmark.store import CONFIGS_FOLDER, BadRecord, RunStore, remove_stale_temps, write_atomic
@@ -309,10 +310,6 @@ def _figure_maker(folder: Path) -> Callable[..., PlotFile]:
     return figure
 
 
-def _first_line(text: Any) -> str:
-    return str(text or "").strip().splitlines()[0] if str(text or "").strip() else ""
-
-
 def _kv(d: dict[str, Any]) -> str:
     return ", ".join(f"{k} {v}" for k, v in d.items())
 
@@ -338,7 +335,7 @@ def render_markdown(c: ReportContent) -> str:
     if c.failed:
         out += ["| run | strategy | scenario | seed | error |", "|---|---|---|---|---|"]
         out += [f"| {r.get('run_id')} | {r.get('strategy')} | {r.get('scenario')} | {r.get('seed')} | "
-                f"{_first_line(r.get('error')).replace('|', '/')} |" for r in c.failed]
+                f"{first_line(r.get('error')).replace('|', '/')} |" for r in c.failed]
     else:
         out.append("None.")
     if c.unreadable:
@@ -448,7 +445,7 @@ def render_html(c: ReportContent) -> str:
         for r in c.failed:
             parts.append("<tr>" + "".join(f'<td data-v="{_e(x)}">{_e(x)}</td>' for x in (
                 r.get("run_id"), r.get("strategy"), r.get("scenario"), r.get("seed"))) +
-                f'<td class="err" data-v="">{_e(_first_line(r.get("error")))}</td></tr>')
+                f'<td class="err" data-v="">{_e(first_line(r.get("error")))}</td></tr>')
         parts.append("</tbody></table></div>")
     else:
         parts.append("<p>None.</p>")

@@ -21,6 +21,7 @@ from typing import Any
 import torch
 
 from benchmark.config import RunSpec
+from benchmark.messages import error_line
 from benchmark.store import write_atomic
 from strategies import checkpoint as strategy_checkpoint
 
@@ -83,8 +84,7 @@ class Checkpoints:
 
 def one_line(exc: BaseException) -> str:
     """``exc`` as one line: its type and the first line of its message (300 characters at most)."""
-    text = str(exc).strip()
-    return f"{type(exc).__name__}: {text.splitlines()[0] if text else ''}"[:300]
+    return error_line(exc)[:300]
 
 
 def _checkpoint_problem(data: Any, run_id: str, n_tasks: int) -> str | None:

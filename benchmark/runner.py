@@ -26,6 +26,7 @@ import strategies
 from benchmark import metrics
 from benchmark.config import RunSpec
 from benchmark.evaluation import eval_sets, evaluate
+from benchmark.messages import error_line
 from benchmark.metric_names import METRICS
 from benchmark.models import build_model
 from benchmark.provenance import machine, peak_rss_mb, versions
@@ -112,9 +113,8 @@ def run_one(spec: RunSpec, *, progress: Progress | None = None,
             ckpt.remove()
     except Exception as exc:  # noqa: BLE001 (the sweep goes on; the record keeps the reason)
         record["status"] = "failed"
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
         memory = " (out of memory)" if _out_of_memory(exc) else ""
-        record["error"] = f"{type(exc).__name__}: {first}{memory}\n{traceback.format_exc()}"
+        record["error"] = f"{error_line(exc)}{memory}\n{traceback.format_exc()}"
     if ckpt is not None:
         record["checkpoint"] = ckpt.info
     record["finished"] = datetime.now(timezone.utc).isoformat(timespec="seconds")

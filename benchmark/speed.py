@@ -293,7 +293,8 @@ def render(result: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from benchmark.usage import Parser, UsageError, closest
+    from benchmark.messages import closest
+    from benchmark.usage import Parser, UsageError
 
     p = Parser(prog="clbench speed", description=__doc__.split("\n\n")[0])
     p.add_argument("--size", choices=sorted(SIZES, key=SIZES.get), default="small",

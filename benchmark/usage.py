@@ -8,17 +8,12 @@ other bad input.
 from __future__ import annotations
 
 import argparse
-import difflib
+
+from benchmark.messages import closest
 
 
 class UsageError(ValueError):
     """Bad command-line input."""
-
-
-def closest(word: str, allowed) -> str:
-    """A ' (did you mean ...?)' hint for a misspelt word, or ''."""
-    m = difflib.get_close_matches(word, [str(a) for a in allowed], n=1, cutoff=0.6)
-    return f" (did you mean '{m[0]}'?)" if m else ""
 
 
 class Parser(argparse.ArgumentParser):
