@@ -188,8 +188,16 @@ def start_fork_server() -> None:
     import multiprocessing
     from multiprocessing import forkserver
 
+    if _start_method() != "forkserver":  # no fork server on this platform (Windows): plain spawn
+        return
     multiprocessing.get_context("forkserver").set_forkserver_preload(list(PRELOAD))
     forkserver.ensure_running()
+
+
+def _start_method() -> str:
+    import multiprocessing
+
+    return "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
 
 
 def _run_pool(source: Source, *, jobs: int, plugin_files: tuple[str, ...], on_result: OnResult,
@@ -198,7 +206,7 @@ def _run_pool(source: Source, *, jobs: int, plugin_files: tuple[str, ...], on_re
 
     threads = max(1, (os.cpu_count() or 1) // jobs)
     start_fork_server()
-    ctx = multiprocessing.get_context("forkserver")
+    ctx = multiprocessing.get_context(_start_method())
     progress = ctx.SimpleQueue() if on_progress else None
     watch, alive = ctx.Pipe(duplex=False)  # closed when this process ends: the workers end with it
     idle: list[ProcessPoolExecutor] = []
