@@ -34,6 +34,7 @@ from typing import Any
 import torch
 
 SIZES = {"tiny": 50, "small": 300, "medium": 1000, "large": 3000}  # examples per task
+BATCH = 10  # incoming examples per minibatch, on every side
 
 
 def _rss_mb() -> float:
@@ -123,7 +124,7 @@ def measure(label: str, name: str, hparams: dict[str, Any], *, stream, seed: int
     seed_everything(seed)
     model = build_model("mlp", input_shape=stream.input_shape, n_classes=stream.n_classes)
     counter = _avalanche_step_counter() if name.startswith("avalanche-") else None
-    ctx = strategies.StrategyContext(batch_size=10, n_classes=stream.n_classes, input_shape=stream.input_shape,
+    ctx = strategies.StrategyContext(batch_size=BATCH, n_classes=stream.n_classes, input_shape=stream.input_shape,
                                      classes_per_task=stream.classes_per_task, seed=seed,
                                      plugins=(counter,) if counter else ())
     strategy = strategies.build(name, model=model, context=ctx, **hparams)
@@ -198,6 +199,15 @@ def mlp_floor(sizes=(784, 100, 100, 10), rates: dict[str, float] | None = None,
             "cache_memory_us": memory_us, "floor_us": max(compute_us, memory_us), **rates}
 
 
+def work_floor_us(*, inner_steps: int, meta_losses: int, meta_batch: int, step_floor_us: float) -> float:
+    """The floor of all the work a run did, in microseconds: every inner step is one
+    single-example SGD step, and every meta-loss evaluation is a forward and backward pass of
+    ``meta_batch`` examples, each costing (at least) what one single-example step costs. MER and
+    ER take no meta-losses; La-MAML and C-MAML take one per inner step (``every-step``) or one
+    per glance (``final``), each over the memory draws plus the incoming minibatch."""
+    return (inner_steps + meta_losses * meta_batch) * step_floor_us
+
+
 def machine() -> dict[str, Any]:
     from benchmark.runner import machine as run_machine
 
@@ -255,8 +265,13 @@ def run(*, size: str = "small", seed: int = 0, glances: int = 1, only: list[str]
             ratios[f"{ours}_vs_{theirs}"] = a / b if key == "us_per_step" else b / a
             equal[f"{ours}_vs_{theirs}"] = (figures[ours]["inner_steps"] == figures[theirs]["inner_steps"]
                                             and figures[ours]["meta_losses"] == figures[theirs]["meta_losses"])
-    for f in figures.values():
-        f["times_floor"] = f["us_per_step"] / floor["floor_us"]
+    configs = configurations(glances=glances)
+    for label, f in figures.items():
+        hp = configs[label][1]
+        meta_batch = hp.get("replay_batch", 0) + BATCH  # memory draws + the incoming minibatch
+        f["floor_us"] = work_floor_us(inner_steps=f["inner_steps"], meta_losses=f["meta_losses"],
+                                      meta_batch=meta_batch, step_floor_us=floor["sparse_floor_us"])
+        f["times_floor"] = f["seconds"] * 1e6 / f["floor_us"]
     return {"machine": {**machine(), "threads_used": 1}, "size": size, "examples_per_task": SIZES[size],
             "glances": glances, "repeat": repeat, "jit_load_s": jit_s, "counting": __doc__.split("\n\n")[2].replace("\n", " "), "floor": floor,
             "strategies": figures, "ratios": ratios, "equal_work": equal}
@@ -266,7 +281,7 @@ def render(result: dict[str, Any]) -> str:
     m, f = result["machine"], result["floor"]
     lines = [f"machine: {m.get('cpu')} | {m.get('cores')} cores, 1 thread used | torch {m.get('torch')} | "
              f"python {m.get('python')}",
-             f"stream: permuted-mnist (mnist5k), 2 tasks x {result['examples_per_task']} examples, batch 10, "
+             f"stream: permuted-mnist (mnist5k), 2 tasks x {result['examples_per_task']} examples, batch {BATCH}, "
              f"glances {result['glances']}; median of {result['repeat']} round-robin runs per strategy",
              "inner step = one single-example SGD step or fast-weight update, counted alike on both sides",
              f"compiled kernels loaded before timing in {result['jit_load_s']:.2f} s (once per process)", "",
@@ -288,7 +303,10 @@ def render(result: dict[str, Any]) -> str:
               f"{f['cache_memory_us']:.1f} us memory: floor {f['floor_us']:.1f} us/step",
               f"counting only the weights of nonzero inputs ({100 * f['input_density']:.0f}% of the pixels here; "
               f"exact, their gradient is zero): {f['sparse_bytes_per_step'] / 1e3:.0f} kB, floor "
-              f"{f['sparse_floor_us']:.1f} us/step"]
+              f"{f['sparse_floor_us']:.1f} us/step",
+              "x floor: a row's time over the floor of all the work it did, at that sparse floor per "
+              "single-example step: (inner steps + meta-losses x (replay_batch + batch)) steps; a meta-loss "
+              "is a forward and backward pass of the memory draws plus the minibatch"]
     return "\n".join(lines)
 
 
