@@ -13,9 +13,12 @@ step written out with the shared kernels of :mod:`strategies.mlp_numba`:
   ``G_theta += grad L(B; theta_{i+1})`` and ``G_r -= grad L(B; theta_{i+1}) * S_{i+1}``;
 - both divided by the number of meta-losses taken.
 
-``L(B; .)`` is the mean over B, so its gradient is the mean of the examples' gradients, each
-taken from the rows of its nonzero inputs only (exact: the other rows' gradients are zero).
-Weights, rates and gradients are held transposed (``W^T``, row-major ``(in, out)``).
+The inner steps are single-example steps over the rows of nonzero inputs only (exact: the
+other rows' gradients are zero). ``L(B; .)`` is the mean over B; its pass runs over the whole
+meta-batch at once with matrix products above the first layer (:func:`_meta_pass`), while the
+first layer's pre-activations are moved incrementally after each inner step and its weight
+gradients are kept in factored form (:func:`_first_layer`). Weights, rates and gradients are
+held transposed (``W^T``, row-major ``(in, out)``).
 """
 
 from __future__ import annotations
@@ -59,43 +62,57 @@ def _inner_step(wts, bs, rws, rbs, s_w, s_b, zs, ds, ids, ks, x, y, mask_row, us
 
 
 @njit(cache=True, fastmath=FAST)
-def _accumulate(wts, bs, s_w, s_b, gw, gb, grw, grb, zs, ds, ids, ks, x, y, mask_row, use_mask, scale,
-                with_rates, pre, use_pre):
-    """G_theta += scale * grad L(x; theta); G_r -= scale * grad * S, except for the first
-    layer's weights, whose delta (times ``scale``) is left in ``ds[0]`` for the factored sums
-    of :func:`_first_layer`. ``use_pre``: the first layer's pre-activation is ``pre`` (kept up
-    to date by the caller) instead of being computed from ``x``. Returns the loss."""
+def _meta_pass(wts, bs, s_w, s_b, gw, gb, grw, grb, pre, acts, dels, bys, bts, masks, use_mask, with_rates):
+    """The meta-batch at the current fast weights, all its examples at once (matrix products):
+    forward from the first layer's pre-activations ``pre`` (m, h1), the deltas scaled by 1/m
+    (L(B) is the mean over B), then for every layer above the first ``G_W += A^T D`` and
+    ``G_r -= (A^T D) * S``, and for every layer ``G_b += sum_b D``, ``G_rb -= (sum_b D) * S_b``.
+    The first layer's scaled deltas are left in ``dels[0]`` for :func:`_first_layer`. Returns
+    the meta-batch's mean loss."""
     last = len(wts) - 1
-    if use_pre:
-        z = zs[0]
-        for o in range(z.shape[0]):
-            z[o] = max(pre[o], np.float32(0.0)) if last > 0 else pre[o]
-        for layer in range(1, last + 1):
-            ks[layer] = nonzero(zs[layer - 1], ids[layer])
-            forward(wts[layer], bs[layer], zs[layer - 1], ids[layer], ks[layer], zs[layer], layer < last)
-    else:
-        forward_all(wts, bs, zs, ids, ks, x)
-    loss = output_delta(zs[last], ds[last], y, mask_row, use_mask, np.float32(1.0))
+    m = pre.shape[0]
+    a0 = acts[0]
+    for b in range(m):
+        for o in range(a0.shape[1]):
+            a0[b, o] = max(pre[b, o], np.float32(0.0)) if last > 0 else pre[b, o]
+    for layer in range(1, last + 1):
+        z = acts[layer]
+        z[:, :] = np.dot(acts[layer - 1], wts[layer])
+        bias = bs[layer]
+        for b in range(m):
+            for o in range(z.shape[1]):
+                v = z[b, o] + bias[o]
+                z[b, o] = max(v, np.float32(0.0)) if layer < last else v
+    total = 0.0
+    scale = np.float32(1.0 / m)
+    for b in range(m):
+        total += output_delta(acts[last][b], dels[last][b], bys[b], masks[bts[b] if use_mask else 0], use_mask,
+                              scale)
     for layer in range(last, -1, -1):
-        d = ds[layer]
-        inp = x if layer == 0 else zs[layer - 1]
+        d = dels[layer]
         if layer > 0:
-            hidden_delta(wts[layer], inp, ids[layer], ks[layer], d, ds[layer - 1])
-        acc, accr, sw = gw[layer], grw[layer], s_w[layer]
-        for q in range(ks[layer] if layer > 0 else 0):
-            j = ids[layer][q]
-            a = np.float32(scale * inp[j])
-            for o in range(d.shape[0]):
-                acc[j, o] += a * d[o]
-            if with_rates:
-                for o in range(d.shape[0]):
-                    accr[j, o] -= a * d[o] * sw[j, o]
+            below = acts[layer - 1]
+            grad = np.dot(below.T, d)  # (in, out): sum_b a_b d_b^T
+            acc, accr, sw = gw[layer], grw[layer], s_w[layer]
+            for j in range(grad.shape[0]):
+                for o in range(grad.shape[1]):
+                    acc[j, o] += grad[j, o]
+                    if with_rates:
+                        accr[j, o] -= grad[j, o] * sw[j, o]
+            back = np.dot(d, wts[layer].T)  # (m, in): W^T d, then the ReLU's mask
+            d_prev = dels[layer - 1]
+            for b in range(m):
+                for j in range(back.shape[1]):
+                    d_prev[b, j] = back[b, j] if below[b, j] > 0.0 else np.float32(0.0)
         accb, accrb, sb = gb[layer], grb[layer], s_b[layer]
-        for o in range(d.shape[0]):
-            accb[o] += np.float32(scale) * d[o]
+        for o in range(d.shape[1]):
+            col = np.float32(0.0)
+            for b in range(m):
+                col += d[b, o]
+            accb[o] += col
             if with_rates:
-                accrb[o] -= np.float32(scale) * d[o] * sb[o]
-    return loss
+                accrb[o] -= col * sb[o]
+    return total
 
 
 @njit(cache=True, fastmath=FAST)
@@ -110,6 +127,8 @@ def glance(wts, bs, rws, rbs, s_w, s_b, gw, gb, grw, grb, zs, ds, ids, ks, xs, y
     # first-layer pre-activations of the meta examples, updated after each inner step from the
     # rows it changed: W x_b moves by -sum_j x_b[j] x_i[j] r[j] * d_i, b by -r_b * d_i (exact)
     pre = np.empty((m, width), np.float32)
+    acts = [np.empty((m, bs[layer].shape[0]), np.float32) for layer in range(len(bs))]  # each layer's output
+    dels = [np.empty((m, bs[layer].shape[0]), np.float32) for layer in range(len(bs))]  # and its deltas
     incremental = not final_only
     if incremental:
         for b in range(m):
@@ -124,12 +143,14 @@ def glance(wts, bs, rws, rbs, s_w, s_b, gw, gb, grw, grb, zs, ds, ids, ks, xs, y
             _move_pre_activations(pre, bxs, xs[i], ids[0], ks[0], rws[0], rbs[0], ds[0])
         if final_only and i < n - 1:
             continue
-        for b in range(m):
-            total += _accumulate(wts, bs, s_w, s_b, gw, gb, grw, grb, zs, ds, ids, ks, bxs[b], bys[b],
-                                 masks[bts[b] if use_mask else 0], use_mask, 1.0 / m, with_rates,
-                                 pre[b], incremental) / m
-            for o in range(width):
-                meta_deltas[taken, b, o] = ds[0][o] * np.float32(1.0 / m)
+        if not incremental:  # the first layer's pre-activations at the final fast weights
+            pre[:, :] = np.dot(bxs, wts[0])
+            for b in range(m):
+                for o in range(width):
+                    pre[b, o] += bs[0][o]
+        total += _meta_pass(wts, bs, s_w, s_b, gw, gb, grw, grb, pre, acts, dels, bys, bts, masks, use_mask,
+                            with_rates)
+        meta_deltas[taken] = dels[0]
         taken += 1
     _first_layer(gw[0], grw[0], xs, bxs, ids[0], meta_deltas, inner_deltas, with_rates, final_only)
     inv = np.float32(1.0 / taken)
