@@ -97,7 +97,9 @@ def _meta_pass(wts, bs, s_w, s_b, gw, gb, grw, grb, pre, acts, dels, bys, bts, m
             for j in range(grad.shape[0]):
                 for o in range(grad.shape[1]):
                     acc[j, o] += grad[j, o]
-                    if with_rates:
+            if with_rates:
+                for j in range(grad.shape[0]):
+                    for o in range(grad.shape[1]):
                         accr[j, o] -= grad[j, o] * sw[j, o]
             back = np.dot(d, wts[layer].T)  # (m, in): W^T d, then the ReLU's mask
             d_prev = dels[layer - 1]
@@ -167,17 +169,19 @@ def glance(wts, bs, rws, rbs, s_w, s_b, gw, gb, grw, grb, zs, ds, ids, ks, xs, y
 def _move_pre_activations(pre, bxs, x, idx, k, rw, rb, d):
     """pre[b] += the change of W x_b + b made by the inner step on ``x`` (delta ``d``, rates rw/rb)."""
     width = d.shape[0]
+    acc = np.empty(width, np.float32)  # sum_j x_b[j] x[j] r[j], in a fresh local buffer (it vectorises)
     for b in range(bxs.shape[0]):
         xb, p = bxs[b], pre[b]
+        acc[:] = np.float32(0.0)
         for q in range(k):
             j = idx[q]
             v = xb[j]
             if v != 0.0:
                 c = v * x[j]
                 for o in range(width):
-                    p[o] -= c * rw[j, o] * d[o]
+                    acc[o] += c * rw[j, o]
         for o in range(width):
-            p[o] -= rb[o] * d[o]
+            p[o] -= (acc[o] + rb[o]) * d[o]
 
 
 @njit(cache=True, fastmath=FAST)
@@ -187,12 +191,13 @@ def _first_layer(gw, grw, xs, bxs, idx, meta_deltas, inner_deltas, with_rates, f
     d_k the delta of inner step k and S_{i+1} = sum_{k<=i} d_k x_k^T:
 
     ``G_W += sum_b (sum_i D_i[b]) x_b^T`` and
-    ``G_r -= sum_i (sum_b D_i[b] x_b^T) * S_{i+1} = sum_{b,k} (x_b * x_k)^T ... (d_k * E_k[b])``
-    with ``E_k[b] = sum_{i>=k} D_i[b]`` (in W^T layout: row j gets ``x_b[j] x_k[j] d_k * E_k[b]``).
+    ``G_r -= sum_i (sum_b D_i[b] x_b^T) * S_{i+1} = sum_k (x_k d_k^T) * Q_k`` with
+    ``Q_k = sum_b x_b E_k[b]^T`` and ``E_k[b] = sum_{i>=k} D_i[b]`` (in W^T layout: row j gets
+    ``x_k[j] d_k * Q_k[j]``, and only the rows of x_k's nonzero inputs are touched, so ``Q_k`` is
+    needed there only: one matrix product of those rows of the x_b with E_k).
     Final-only: one D, taken after the last inner step, so ``E_k[b] = D[b]``."""
     n, m, width = inner_deltas.shape[0], bxs.shape[0], inner_deltas.shape[1]
     summed = np.zeros(width, np.float32)
-    suffix = np.zeros(width, np.float32)
     for b in range(m):
         xb = bxs[b]
         summed[:] = np.float32(0.0)
@@ -205,23 +210,34 @@ def _first_layer(gw, grw, xs, bxs, idx, meta_deltas, inner_deltas, with_rates, f
             v = xb[j]
             for o in range(width):
                 gw[j, o] += v * summed[o]
-        if not with_rates:
-            continue
-        suffix[:] = np.float32(0.0)
-        for k in range(n - 1, -1, -1):
-            if final_only:
-                if k == n - 1:
-                    suffix[:] = meta_deltas[0, b]
-            else:
+    if not with_rates:
+        return
+    # G_r -= sum_k (x_k * Q_k) (d_k) with Q_k[j] = sum_b x_b[j] E_k[b], for the rows j of the
+    # nonzero inputs of x_k only: Q_k on those rows is one matrix product (their x_b, gathered)
+    suffix = np.zeros((m, width), np.float32)  # E_k[b] = sum_{i>=k} D_i[b]
+    gathered = np.empty((bxs.shape[1], m), np.float32)
+    dk = np.empty(width, np.float32)
+    for k in range(n - 1, -1, -1):
+        if final_only:
+            if k == n - 1:
+                suffix[:, :] = meta_deltas[0]
+        else:
+            for b in range(m):
                 for o in range(width):
-                    suffix[o] += meta_deltas[k, b, o]
-            xk = xs[k]
-            for q in range(k_b):
-                j = idx[q]
-                c = xb[j] * xk[j]
-                if c != 0.0:
-                    for o in range(width):
-                        grw[j, o] -= c * inner_deltas[k, o] * suffix[o]
+                    suffix[b, o] += meta_deltas[k, b, o]
+        xk = xs[k]
+        for o in range(width):
+            dk[o] = inner_deltas[k, o]
+        k_k = nonzero(xk, idx)
+        for q in range(k_k):
+            for b in range(m):
+                gathered[q, b] = bxs[b, idx[q]]
+        rows = np.dot(gathered[:k_k], suffix)  # (k_k, width): Q_k on the rows of x_k's nonzero inputs
+        for q in range(k_k):
+            j = idx[q]
+            c = xk[j]
+            for o in range(width):
+                grw[j, o] -= c * dk[o] * rows[q, o]
 
 
 @njit(cache=True, fastmath=FAST)
