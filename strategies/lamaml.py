@@ -154,26 +154,25 @@ class LookAheadMAML(SingleThreadedExperiences, _meta_template()):
             if remember:
                 self.memory.add(x[i:i + 1], y[i:i + 1], t[i:i + 1])
 
-        rates = [torch.relu(a) for a in self.alphas] if (self.learn_lr or not self.sync_update) else \
-            [self.alpha_init] * len(self.alphas)
         self.backend_used = self._backend.name if self._backend is not None else "reference"
-        if self._backend is not None:  # first order on a ReLU MLP, compiled (CPU, float32)
-            meta_loss, g_theta, g_rate = self._backend.glance(
-                self._params, [r.detach() if torch.is_tensor(r) else r for r in rates], (x, y, t), (bx, by, bt),
-                with_rates=self.learn_lr, final_only=self.final_meta_loss)
+        if self._backend is not None:  # first order on a ReLU MLP, compiled (CPU, float32): glance and update
+            meta_loss = self._backend.meta_step(
+                self._params, self.alphas, alpha_init=self.alpha_init, incoming=(x, y, t), meta_batch=(bx, by, bt),
+                learn_lr=self.learn_lr, sync_update=self.sync_update, opt_lr=self.opt_lr, opt_wt=self.opt_wt,
+                max_norm=self.grad_clip_norm, final_only=self.final_meta_loss)
             self.inner_steps += len(y)
             if remember:  # the memory is not read again in this glance: one call, same draws, same order
                 self.memory.add(x, y, t)
-            with torch.no_grad():
-                g_alpha = [g.mul_(a > 0) for g, a in zip(g_rate, self.alphas)] if self.learn_lr else []
-        else:
-            meta_loss = look_ahead_meta_loss(self.model, self._names, self._params, rates, (x, y, t),
-                                             (bx, by, bt), mask=self._mask, second_order=self.second_order,
-                                             after_inner_step=after_inner_step, final_only=self.final_meta_loss)
-            wrt = self._params + (self.alphas if self.learn_lr else [])
-            grads = torch.autograd.grad(meta_loss, wrt, allow_unused=True)
-            grads = [torch.zeros_like(w) if g is None else g for w, g in zip(wrt, grads)]
-            g_theta, g_alpha = grads[:len(self._params)], grads[len(self._params):]
+            return torch.tensor(meta_loss)
+        rates = [torch.relu(a) for a in self.alphas] if (self.learn_lr or not self.sync_update) else \
+            [self.alpha_init] * len(self.alphas)
+        meta_loss = look_ahead_meta_loss(self.model, self._names, self._params, rates, (x, y, t), (bx, by, bt),
+                                         mask=self._mask, second_order=self.second_order,
+                                         after_inner_step=after_inner_step, final_only=self.final_meta_loss)
+        wrt = self._params + (self.alphas if self.learn_lr else [])
+        grads = torch.autograd.grad(meta_loss, wrt, allow_unused=True)
+        grads = [torch.zeros_like(w) if g is None else g for w, g in zip(wrt, grads)]
+        g_theta, g_alpha = grads[:len(self._params)], grads[len(self._params):]
         _clip(g_theta, self.grad_clip_norm)
         with torch.no_grad():
             if self.learn_lr:

@@ -246,6 +246,65 @@ def _scale(a, factor):
         a[i] *= factor
 
 
+@njit(cache=True, fastmath=FAST)
+def _clip_factor(gw, gb, mask_w, mask_b, use_mask, max_norm):
+    """``clip_grad_norm_``'s factor for the joint L2 norm of all gradients (times the masks
+    relu'(alpha) when ``use_mask``): min(1, max_norm / (norm + 1e-6))."""
+    total = 0.0
+    for layer in range(len(gw)):
+        g, mw = gw[layer].ravel(), mask_w[layer].ravel()
+        for i in range(g.shape[0]):
+            v = g[i] * (mw[i] > 0.0) if use_mask else g[i]
+            total += v * v
+        g, mb = gb[layer], mask_b[layer]
+        for i in range(g.shape[0]):
+            v = g[i] * (mb[i] > 0.0) if use_mask else g[i]
+            total += v * v
+    return min(1.0, max_norm / (np.sqrt(total) + 1e-6))
+
+
+@njit(cache=True, fastmath=FAST)
+def _apply(weights, biases, alphas_w, alphas_b, gw, gb, grw, grb, rws, rbs, learn_lr, sync_update, opt_lr,
+           opt_wt, max_norm):
+    """The meta-update after a glance (Gupta et al. 2020, Eq. 7-8, as the official code runs
+    it), in place on the torch tensors' memory (``weights[l]`` and ``alphas_w[l]`` in torch's
+    (out, in) layout; gradients and rates ``rws`` = relu(alpha) in the kernel's (in, out)):
+    both meta-gradients clipped to ``max_norm``; ``alpha <- alpha - opt_lr * clip(g_r *
+    relu'(alpha))`` first (``learn_lr``); then ``theta <- theta - opt_wt * clip(g)`` (synchronous)
+    or ``theta <- theta - relu(alpha) * clip(g)`` with the updated alpha."""
+    f_theta = _clip_factor(gw, gb, gw, gb, False, max_norm)
+    if learn_lr:
+        f_rate = _clip_factor(grw, grb, rws, rbs, True, max_norm)
+        for layer in range(len(gw)):
+            a, g, r = alphas_w[layer], grw[layer], rws[layer]
+            for j in range(g.shape[0]):
+                for o in range(g.shape[1]):
+                    if r[j, o] > 0.0:
+                        a[o, j] -= np.float32(opt_lr * f_rate) * g[j, o]
+            ab, gbr, rb = alphas_b[layer], grb[layer], rbs[layer]
+            for o in range(gbr.shape[0]):
+                if rb[o] > 0.0:
+                    ab[o] -= np.float32(opt_lr * f_rate) * gbr[o]
+    for layer in range(len(gw)):
+        w, g = weights[layer], gw[layer]
+        b, g_b = biases[layer], gb[layer]
+        if sync_update:
+            step = np.float32(opt_wt * f_theta)
+            for j in range(g.shape[0]):
+                for o in range(g.shape[1]):
+                    w[o, j] -= step * g[j, o]
+            for o in range(g_b.shape[0]):
+                b[o] -= step * g_b[o]
+        else:
+            a, ab = alphas_w[layer], alphas_b[layer]
+            f = np.float32(f_theta)
+            for j in range(g.shape[0]):
+                for o in range(g.shape[1]):
+                    w[o, j] -= max(a[o, j], np.float32(0.0)) * (f * g[j, o])
+            for o in range(g_b.shape[0]):
+                b[o] -= max(ab[o], np.float32(0.0)) * (f * g_b[o])
+
+
 class CompiledLaMAML:
     """The glance of :func:`glance` on torch parameters ``[W1, b1, W2, b2, ...]`` of a ReLU
     MLP: transposes in, runs the kernel, transposes the gradients out (float32, CPU)."""
@@ -303,6 +362,39 @@ class CompiledLaMAML:
         return torch.tensor(loss, dtype=torch.float32), g_theta, g_rate
 
 
+    def meta_step(self, params, alphas, *, alpha_init: float, incoming, meta_batch, learn_lr: bool,
+                  sync_update: bool, opt_lr: float, opt_wt: float, max_norm: float, final_only: bool) -> float:
+        """One glance and its meta-update, in place on ``params`` and ``alphas`` (torch CPU
+        float32 tensors; their memory is written directly): the rates are relu(alpha), or the
+        fixed ``alpha_init`` for C-MAML (``not learn_lr and sync_update``). Equals
+        :meth:`glance` followed by :class:`strategies.lamaml.LookAheadMAML`'s torch update.
+        Returns the meta-loss."""
+        weights = tuple(p.detach().numpy() for p in params[0::2])
+        biases = tuple(p.detach().numpy() for p in params[1::2])
+        wts = tuple(np.ascontiguousarray(w.T) for w in weights)
+        bs = tuple(b.copy() for b in biases)
+        aws = tuple(a.detach().numpy() for a in alphas[0::2])
+        abs_ = tuple(a.detach().numpy() for a in alphas[1::2])
+        if learn_lr or not sync_update:
+            rws = tuple(np.maximum(np.ascontiguousarray(a.T), np.float32(0.0)) for a in aws)
+            rbs = tuple(np.maximum(a, np.float32(0.0)) for a in abs_)
+        else:  # one fixed rate (C-MAML)
+            rws = tuple(np.full(w.shape, alpha_init, np.float32) for w in wts)
+            rbs = tuple(np.full(b.shape, alpha_init, np.float32) for b in bs)
+        zeros = lambda arrays: tuple(np.zeros_like(a) for a in arrays)
+        s_w, s_b, gw, gb, grw, grb = zeros(wts), zeros(bs), zeros(wts), zeros(bs), zeros(wts), zeros(bs)
+        zs, ds = zeros(bs), zeros(bs)
+        ids = tuple(np.empty(w.shape[0], np.int64) for w in wts)
+        ks = np.zeros(len(wts), np.int64)
+        x, y, t = incoming
+        bx, by, bt = meta_batch
+        loss = glance(wts, bs, rws, rbs, s_w, s_b, gw, gb, grw, grb, zs, ds, ids, ks,
+                      _rows(x), y.numpy(), t.numpy(), _rows(bx), by.numpy(), bt.numpy(), self.masks,
+                      self.use_mask, learn_lr, final_only)
+        _apply(weights, biases, aws, abs_, gw, gb, grw, grb, rws, rbs, learn_lr, sync_update, opt_lr, opt_wt,
+               max_norm)
+        return float(loss)
+
 def _rows(x: torch.Tensor) -> np.ndarray:
     return np.ascontiguousarray(x.reshape(len(x), -1).numpy(), dtype=np.float32)
 
@@ -316,3 +408,8 @@ def warm_up() -> None:
         for with_rates in (True, False):
             CompiledLaMAML(n_classes=2, mask=None).glance(params, rates, (x, y, t), (x, y, t),
                                                           with_rates=with_rates, final_only=False)
+    alphas = [torch.full_like(p, 0.1) for p in params]
+    for learn_lr, sync_update in ((True, False), (False, True), (True, True)):
+        CompiledLaMAML(n_classes=2, mask=None).meta_step(
+            params, alphas, alpha_init=0.1, incoming=(x, y, t), meta_batch=(x, y, t), learn_lr=learn_lr,
+            sync_update=sync_update, opt_lr=0.1, opt_wt=0.1, max_norm=2.0, final_only=False)
