@@ -71,9 +71,12 @@ def test_meta_losses_are_counted_on_both_sides_and_equal_work_is_said_only_when_
 def test_work_floor_counts_inner_steps_and_every_meta_loss_over_its_meta_batch():
     from benchmark.speed import work_floor_us
 
-    # MER-like: 600 single-example steps, no meta-loss
-    assert work_floor_us(inner_steps=600, meta_losses=0, meta_batch=20, step_floor_us=2.0) == 1200.0
-    # La-MAML every-step: 600 inner steps + 600 meta-losses over 10 memory + 10 incoming examples
-    assert work_floor_us(inner_steps=600, meta_losses=600, meta_batch=20, step_floor_us=2.0) == (600 + 12000) * 2.0
-    # final: one meta-loss per glance of 10
-    assert work_floor_us(inner_steps=600, meta_losses=60, meta_batch=20, step_floor_us=1.0) == 1800.0
+    # MER-like: 600 single-example steps of max(1 us compute, 8 us weight traffic), no meta-loss
+    assert work_floor_us(inner_steps=600, meta_losses=0, meta_batch=20, step_compute_us=1.0,
+                         step_memory_us=8.0) == 600 * 8.0
+    # La-MAML every-step: plus 600 meta-losses over 20 examples sharing one pass over the weights
+    assert work_floor_us(inner_steps=600, meta_losses=600, meta_batch=20, step_compute_us=1.0,
+                         step_memory_us=8.0) == 600 * 8.0 + 600 * 20.0
+    # a small meta-batch is bound by the weight traffic, not by its compute
+    assert work_floor_us(inner_steps=0, meta_losses=60, meta_batch=4, step_compute_us=1.0,
+                         step_memory_us=8.0) == 60 * 8.0
