@@ -337,30 +337,18 @@ class CompiledLaMAML:
         ``params`` [W1, b1, ...], ``rates`` the matching step sizes (tensors, or one float
         repeated: C-MAML), ``incoming`` the (x, y, t) of the inner loop, ``meta_batch`` the
         (x, y, t) of the meta-loss; ``final_only``: one meta-loss after the last inner step."""
-        weights, biases = params[0::2], params[1::2]
-        wts = tuple(np.ascontiguousarray(w.detach().numpy().T) for w in weights)
-        bs = tuple(b.detach().numpy().copy() for b in biases)
+        wts = tuple(np.ascontiguousarray(w.detach().numpy().T) for w in params[0::2])
+        bs = tuple(b.detach().numpy().copy() for b in params[1::2])
         if torch.is_tensor(rates[0]):
             rws = tuple(np.ascontiguousarray(r.detach().numpy().T) for r in rates[0::2])
             rbs = tuple(np.ascontiguousarray(r.detach().numpy()) for r in rates[1::2])
         else:  # one fixed rate (C-MAML)
-            rws = tuple(np.full(w.shape, rates[0], np.float32) for w in wts)
-            rbs = tuple(np.full(b.shape, rates[0], np.float32) for b in bs)
-        zeros = lambda arrays: tuple(np.zeros_like(a) for a in arrays)
-        s_w, s_b, gw, gb, grw, grb = zeros(wts), zeros(bs), zeros(wts), zeros(bs), zeros(wts), zeros(bs)
-        zs, ds = zeros(bs), zeros(bs)
-        ids = tuple(np.empty(w.shape[0], np.int64) for w in wts)
-        ks = np.zeros(len(wts), np.int64)
-        x, y, t = incoming
-        bx, by, bt = meta_batch
-        loss = glance(wts, bs, rws, rbs, s_w, s_b, gw, gb, grw, grb, zs, ds, ids, ks,
-                      _rows(x), y.numpy(), t.numpy(), _rows(bx), by.numpy(), bt.numpy(), self.masks,
-                      self.use_mask, with_rates, final_only)
+            rws, rbs = _fixed(wts, bs, rates[0])
+        loss, gw, gb, grw, grb = self._run(wts, bs, rws, rbs, incoming, meta_batch, with_rates, final_only)
         g_theta = [torch.from_numpy(a) for pair in zip((g.T.copy() for g in gw), gb) for a in pair]
         g_rate = ([torch.from_numpy(a) for pair in zip((g.T.copy() for g in grw), grb) for a in pair]
                   if with_rates else None)
         return torch.tensor(loss, dtype=torch.float32), g_theta, g_rate
-
 
     def meta_step(self, params, alphas, *, alpha_init: float, incoming, meta_batch, learn_lr: bool,
                   sync_update: bool, opt_lr: float, opt_wt: float, max_norm: float, final_only: bool) -> float:
@@ -379,9 +367,16 @@ class CompiledLaMAML:
             rws = tuple(np.maximum(np.ascontiguousarray(a.T), np.float32(0.0)) for a in aws)
             rbs = tuple(np.maximum(a, np.float32(0.0)) for a in abs_)
         else:  # one fixed rate (C-MAML)
-            rws = tuple(np.full(w.shape, alpha_init, np.float32) for w in wts)
-            rbs = tuple(np.full(b.shape, alpha_init, np.float32) for b in bs)
-        zeros = lambda arrays: tuple(np.zeros_like(a) for a in arrays)
+            rws, rbs = _fixed(wts, bs, alpha_init)
+        loss, gw, gb, grw, grb = self._run(wts, bs, rws, rbs, incoming, meta_batch, learn_lr, final_only)
+        _apply(weights, biases, aws, abs_, gw, gb, grw, grb, rws, rbs, learn_lr, sync_update, opt_lr, opt_wt,
+               max_norm)
+        return float(loss)
+
+    def _run(self, wts, bs, rws, rbs, incoming, meta_batch, with_rates, final_only):
+        """:func:`glance` on the kernel-layout arrays (``wts``/``bs`` end as the fast weights),
+        with fresh scratch and gradient arrays; (meta-loss, gw, gb, grw, grb)."""
+        zeros = lambda arrays: tuple(np.zeros_like(a) for a in arrays)  # noqa: E731
         s_w, s_b, gw, gb, grw, grb = zeros(wts), zeros(bs), zeros(wts), zeros(bs), zeros(wts), zeros(bs)
         zs, ds = zeros(bs), zeros(bs)
         ids = tuple(np.empty(w.shape[0], np.int64) for w in wts)
@@ -390,10 +385,15 @@ class CompiledLaMAML:
         bx, by, bt = meta_batch
         loss = glance(wts, bs, rws, rbs, s_w, s_b, gw, gb, grw, grb, zs, ds, ids, ks,
                       _rows(x), y.numpy(), t.numpy(), _rows(bx), by.numpy(), bt.numpy(), self.masks,
-                      self.use_mask, learn_lr, final_only)
-        _apply(weights, biases, aws, abs_, gw, gb, grw, grb, rws, rbs, learn_lr, sync_update, opt_lr, opt_wt,
-               max_norm)
-        return float(loss)
+                      self.use_mask, with_rates, final_only)
+        return loss, gw, gb, grw, grb
+
+
+def _fixed(wts, bs, rate: float):
+    """One fixed rate for every weight and bias (C-MAML), in the kernel's layout."""
+    return (tuple(np.full(w.shape, rate, np.float32) for w in wts),
+            tuple(np.full(b.shape, rate, np.float32) for b in bs))
+
 
 def _rows(x: torch.Tensor) -> np.ndarray:
     return np.ascontiguousarray(x.reshape(len(x), -1).numpy(), dtype=np.float32)
