@@ -76,7 +76,7 @@ class _Worker:
     progress: Any = None
 
 
-def _prepare_worker(plugin_files: tuple[str, ...], threads: int | None, driver: Any = None,
+def prepare_worker(plugin_files: tuple[str, ...], threads: int | None, driver: Any = None,
                     progress: Any = None, environ: dict[str, str] | None = None, cwd: str | None = None) -> None:
     """Make a fresh worker ready: the driver's environment and working folder (``environ``,
     ``cwd``: a forkserver's child starts with the server's), torch's thread pool sized, the
@@ -221,7 +221,7 @@ def _run_pool(source: Source, *, jobs: int, plugin_files: tuple[str, ...], on_re
                 if spec is None:
                     break
                 pool = idle.pop() if idle else ProcessPoolExecutor(
-                    max_workers=1, mp_context=ctx, initializer=_prepare_worker,
+                    max_workers=1, mp_context=ctx, initializer=prepare_worker,
                     initargs=(plugin_files, threads, watch, progress, dict(os.environ), os.getcwd()))
                 future = pool.submit(_worker_run, spec, where(spec))
                 inflight[future] = (spec, pool, _processes(pool))
@@ -330,7 +330,7 @@ def run_ray(specs: Source | Iterable[RunSpec], *, address: str | None, plugin_fi
 
         @ray.remote(num_cpus=1, max_retries=ATTEMPTS - 1, retry_exceptions=False)
         def ray_run(spec: RunSpec, checkpoint: Path | None) -> dict[str, Any]:
-            _prepare_worker(files, 1)
+            prepare_worker(files, 1)
             return _worker_run(spec, checkpoint)
 
         refs: dict[Any, RunSpec] = {}

@@ -215,7 +215,7 @@ def work_floor_us(*, inner_steps: int, meta_losses: int, meta_batch: int, step_c
 
 
 def machine() -> dict[str, Any]:
-    from benchmark.runner import machine as run_machine
+    from benchmark.provenance import machine as run_machine
 
     info = run_machine()
     info.update(torch=torch.__version__, python=platform.python_version())
@@ -272,9 +272,8 @@ def run(*, size: str = "small", seed: int = 0, glances: int = 1, only: list[str]
             ratios[f"{ours}_vs_{theirs}"] = a / b if key == "us_per_step" else b / a
             equal[f"{ours}_vs_{theirs}"] = (figures[ours]["inner_steps"] == figures[theirs]["inner_steps"]
                                             and figures[ours]["meta_losses"] == figures[theirs]["meta_losses"])
-    configs = configurations(glances=glances)
     for label, f in figures.items():
-        hp = configs[label][1]
+        hp = chosen[label][1]
         meta_batch = hp.get("replay_batch", 0) + BATCH  # memory draws + the incoming minibatch
         f["floor_us"] = work_floor_us(inner_steps=f["inner_steps"], meta_losses=f["meta_losses"],
                                       meta_batch=meta_batch, step_compute_us=floor["sparse_compute_us"],

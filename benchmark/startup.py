@@ -41,14 +41,14 @@ def worker_costs() -> dict[str, float]:
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
-    from benchmark.executors import PRELOAD, _prepare_worker
+    from benchmark.executors import PRELOAD, prepare_worker
 
     ctx = multiprocessing.get_context("forkserver")
     ctx.set_forkserver_preload(list(PRELOAD))
 
     def start() -> tuple[float, ProcessPoolExecutor]:
         t0 = time.perf_counter()
-        pool = ProcessPoolExecutor(max_workers=1, mp_context=ctx, initializer=_prepare_worker, initargs=((), 1))
+        pool = ProcessPoolExecutor(max_workers=1, mp_context=ctx, initializer=prepare_worker, initargs=((), 1))
         pool.submit(_noop).result()
         return time.perf_counter() - t0, pool
 
