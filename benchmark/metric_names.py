@@ -7,7 +7,7 @@ importing torch."""
 METRICS = ("acc", "la", "bwt", "fwt", "forgetting")
 # record["timing"]: seconds training and evaluating, and the share of them spent evaluating
 TIMES = ("train_s", "eval_s", "eval_share")
-# record["timing"]: training iterations, a strategy's inner steps and meta-loss evaluations
-# (strategies.StrategyReport; empty for strategies that do not report them)
-COUNTS = ("iterations", "inner_steps", "meta_losses")
+# record["timing"]: training iterations, a strategy's inner steps, meta-loss evaluations and the
+# examples of those (strategies.StrategyReport; empty for strategies that do not report them)
+COUNTS = ("iterations", "inner_steps", "meta_losses", "meta_examples")
 TIMINGS = (*TIMES, *COUNTS)  # every timing entry, the timing columns of summary.csv

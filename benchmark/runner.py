@@ -216,7 +216,7 @@ def _train_and_evaluate(spec: RunSpec, progress: Progress | None, ckpt: Checkpoi
     found.update({f"strategy_{k}": v for k, v in report.extra_metrics.items()})
     timing = {"train_s": train_s, "eval_s": eval_s, "eval_share": eval_s / max(train_s + eval_s, 1e-12),
               "iterations": monitor.iterations, "inner_steps": report.inner_steps,
-              "meta_losses": report.meta_losses}
+              "meta_losses": report.meta_losses, "meta_examples": report.meta_examples}
     return {
         "acc_matrix": rows,
         "random_init_acc": random_init,

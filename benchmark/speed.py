@@ -1,8 +1,11 @@
 """``clbench speed``: our meta strategies and Avalanche's, side by side in one process.
 
-Every strategy trains on the same stream (permuted MNIST from mnist5k, two tasks so that
-Avalanche's memories, filled at the end of a task, are used in the second), the same model
-initialisation (MLP 784-100-100-10), the same seed and the same replay settings. For each we
+Every strategy trains on the same stream, two tasks so that Avalanche's memories, filled at
+the end of a task, are used in the second, from the same model initialisation, seed and replay
+settings. Backbones: ``mlp`` (the default), MLP 784-100-100-10 on permuted MNIST (mnist5k);
+``cnn``, the La-MAML CIFAR network (:class:`benchmark.models.ConvNet`) on a class-incremental
+split of mnist5k digits as 32x32 colour images (each digit padded to 32x32 and copied to three
+channels: real images with CIFAR's shape, as no CIFAR file is on this machine). For each we
 print microseconds per inner SGD step, examples per second, peak memory, and the
 ours-vs-Avalanche ratios (Avalanche's time over ours: above 1 means ours is faster).
 
@@ -11,13 +14,14 @@ SGD step (MER) or one single-example fast-weight update (La-MAML, C-MAML). Ours 
 as they take them; Avalanche's are counted by a plugin from what each minibatch feeds its
 inner loop (MER: ``n_inner_steps * (minibatch + min(batch_size_mem, memory))``; lamaml_v2:
 one per non-empty chunk of the minibatch). Meta-loss evaluations (one forward pass of the
-meta-batch at the fast weights) are counted on both sides too: ours by the strategy, lamaml_v2's
-as the number of meta-losses it averages per minibatch; a ratio is at equal work when both
-sides take the same inner steps and meta-losses.
+meta-batch at the fast weights) and the examples they forward and backpropagate are counted on
+both sides too: ours by the strategy, lamaml_v2's as the number of meta-losses it averages per
+minibatch, each over the minibatch plus its buffer draw; a ratio is at equal work when both
+sides take the same inner steps, meta-losses and meta-loss examples.
 
-The hardware floor of one single-example SGD step on the MLP is computed from its FLOPs and
-the bytes of weights it touches, against this CPU's measured single-thread matmul rate and
-copy bandwidth.
+The hardware floor of one single-example SGD step is computed from its FLOPs and the bytes
+of weights it touches, against this CPU's measured single-thread matmul rate and copy
+bandwidth.
 """
 
 from __future__ import annotations
@@ -35,6 +39,9 @@ import torch
 
 SIZES = {"tiny": 50, "small": 300, "medium": 1000, "large": 3000}  # examples per task
 BATCH = 10  # incoming examples per minibatch, on every side
+BACKBONES = ("mlp", "cnn")
+DEFAULT_SIZE = {"mlp": "small", "cnn": "tiny"}  # a CNN step costs ~100x an MLP step
+DEFAULT_ROWS = {"mlp": None, "cnn": ("c-maml", "la-maml", "avalanche-la-maml")}  # None: every configuration
 
 
 def _rss_mb() -> float:
@@ -73,10 +80,13 @@ def _avalanche_step_counter():
             super().__init__()
             self.inner_steps = 0
             self.meta_losses = 0
+            self.meta_examples = 0
+            self._meta_batch = 0
 
         def after_inner_updates(self, strategy, **kwargs):
             if hasattr(strategy, "meta_losses"):  # lamaml_v2: one meta-loss per chunk, all averaged
                 self.meta_losses += len(strategy.meta_losses)
+                self.meta_examples += len(strategy.meta_losses) * self._meta_batch
 
         def before_inner_updates(self, strategy, **kwargs):
             n = len(strategy.mb_y)
@@ -86,6 +96,9 @@ def _avalanche_step_counter():
             else:  # lamaml_v2: the minibatch cut into n_inner_updates chunks, one update each
                 size = math.ceil(n / strategy.n_inner_updates)
                 self.inner_steps += len(range(0, n, size))
+                # its meta-batch: the minibatch, plus a buffer draw from the second experience on
+                replay = min(strategy.buffer.buffer_mb_size, len(strategy.buffer))
+                self._meta_batch = n + (replay if strategy.clock.train_exp_counter > 0 else 0)
 
     return CountInnerSteps()
 
@@ -116,13 +129,14 @@ def configurations(*, glances: int) -> dict[str, tuple[str, dict[str, Any]]]:
     }
 
 
-def measure(label: str, name: str, hparams: dict[str, Any], *, stream, seed: int, glances: int) -> dict[str, Any]:
+def measure(label: str, name: str, hparams: dict[str, Any], *, stream, seed: int, glances: int,
+            backbone: str = "mlp") -> dict[str, Any]:
     import strategies
     from benchmark.models import build_model
     from benchmark.runner import seed_everything
 
     seed_everything(seed)
-    model = build_model("mlp", input_shape=stream.input_shape, n_classes=stream.n_classes)
+    model = build_model(backbone, input_shape=stream.input_shape, n_classes=stream.n_classes)
     counter = _avalanche_step_counter() if name.startswith("avalanche-") else None
     ctx = strategies.StrategyContext(batch_size=BATCH, n_classes=stream.n_classes, input_shape=stream.input_shape,
                                      classes_per_task=stream.classes_per_task, seed=seed,
@@ -140,9 +154,11 @@ def measure(label: str, name: str, hparams: dict[str, Any], *, stream, seed: int
     report = strategies.contract.report_of(strategy)
     steps = counter.inner_steps if counter else report.inner_steps
     meta = counter.meta_losses if counter else (report.meta_losses or 0)
+    meta_examples = counter.meta_examples if counter else (report.meta_examples or 0)
     return {"us_per_step": elapsed / max(steps, 1) * 1e6, "examples_per_s": examples / elapsed,
-            "peak_rss_mb": rss.peak, "inner_steps": int(steps), "meta_losses": int(meta), "seconds": elapsed,
-            "examples": examples, "backend": report.backend or "avalanche"}
+            "peak_rss_mb": rss.peak, "inner_steps": int(steps), "meta_losses": int(meta),
+            "meta_examples": int(meta_examples), "seconds": elapsed, "examples": examples,
+            "backend": report.backend or "avalanche"}
 
 
 def cpu_rates() -> dict[str, float]:
@@ -199,18 +215,56 @@ def mlp_floor(sizes=(784, 100, 100, 10), rates: dict[str, float] | None = None,
             "cache_memory_us": memory_us, "floor_us": max(compute_us, memory_us), **rates}
 
 
-def work_floor_us(*, inner_steps: int, meta_losses: int, meta_batch: int, step_compute_us: float,
+def model_floor(model: torch.nn.Module, input_shape: tuple[int, ...],
+                rates: dict[str, float] | None = None) -> dict[str, float]:
+    """FLOPs and bytes of one single-example SGD step on any stack of ``nn.Linear`` and
+    ``nn.Conv2d`` layers, and the time they imply; dense inputs (a convolution does not skip
+    zero pixels). Counted as :func:`mlp_floor` counts them: the forward products, the same again
+    for the weight gradients (fused with the step), and again for the gradients of every layer's
+    input but the first; bytes: the weights read forward, read backward (all but the first
+    layer's weight matrix) and read and written by the step. Each layer's output size comes from one forward
+    pass of a zero example."""
+    layers: list[tuple[float, int, int]] = []  # (forward FLOPs, parameters, weight matrix) per layer, in order
+
+    def count(module, inputs, output):
+        params = sum(p.numel() for p in module.parameters(recurse=False))
+        if isinstance(module, torch.nn.Linear):
+            layers.append((2.0 * module.in_features * module.out_features, params, module.weight.numel()))
+        else:
+            per_output = 2.0 * module.in_channels // module.groups * math.prod(module.kernel_size)
+            layers.append((per_output * output[0].numel(), params, module.weight.numel()))
+
+    hooks = [m.register_forward_hook(count) for m in model.modules() if isinstance(m, (torch.nn.Linear, torch.nn.Conv2d))]
+    try:
+        with torch.no_grad():
+            model(torch.zeros(1, *input_shape))
+    finally:
+        for h in hooks:
+            h.remove()
+    forward = sum(f for f, _, _ in layers)
+    flops = 3 * forward - layers[0][0]  # forward, weight gradients, input gradients of all layers but the first
+    params = sum(p for _, p, _ in layers)
+    touched = 4 * (params + sum(w for _, _, w in layers[1:]) + 2 * params)
+    rates = rates or cpu_rates()
+    compute_us = flops / (rates["matmul_gflops"] * 1e9) * 1e6
+    memory_us = touched / (rates["cache_gbs"] * 1e9) * 1e6
+    return {"params": params, "forward_flops": forward, "flops_per_step": flops, "bytes_per_step": touched,
+            "compute_us": compute_us, "cache_memory_us": memory_us, "floor_us": max(compute_us, memory_us), **rates}
+
+
+def work_floor_us(*, inner_steps: int, meta_losses: int, meta_examples: int, step_compute_us: float,
                   step_memory_us: float) -> float:
     """A lower bound on the time of all the work a run did, in microseconds.
 
     Each inner step is one single-example SGD step: at least the larger of its compute and of
     touching its weights (``step_compute_us``, ``step_memory_us``). Each meta-loss is a forward
-    and backward pass of ``meta_batch`` examples, which can share one pass over the weights: at
-    least the larger of ``meta_batch`` steps' compute and one step's weight traffic. MER and ER
-    take no meta-losses; La-MAML and C-MAML take one per inner step (``every-step``) or one per
-    glance (``final``), each over the memory draws plus the incoming minibatch."""
+    and backward pass of its meta-batch, whose examples can share one pass over the weights: the
+    ``meta_examples`` of all meta-losses take at least that many steps' compute, and the
+    ``meta_losses`` at least one step's weight traffic each; the larger of the two is counted.
+    MER and ER take no meta-losses; La-MAML and C-MAML take one per inner step (``every-step``)
+    or one per glance (``final``), each over the memory draws plus the incoming minibatch."""
     inner = inner_steps * max(step_compute_us, step_memory_us)
-    meta = meta_losses * max(meta_batch * step_compute_us, step_memory_us)
+    meta = max(meta_examples * step_compute_us, meta_losses * step_memory_us)
     return inner + meta
 
 
@@ -231,14 +285,65 @@ def _median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
     return chosen
 
 
-def run(*, size: str = "small", seed: int = 0, glances: int = 1, only: list[str] | None = None,
-        repeat: int = 1) -> dict[str, Any]:
-    import warnings
+def colour_digits(folder) -> str:
+    """mnist5k as 32x32 colour images in an .npz file under ``folder``: each digit padded by two
+    pixels a side and copied to three channels. Returns the file's path."""
+    import numpy as np
+
+    from scenarios.sources import load_source
+
+    data = load_source("mnist5k")
+    x = torch.cat([data.x_train, data.x_test]).reshape(-1, 28, 28).numpy()
+    y = torch.cat([data.y_train, data.y_test]).numpy()
+    x = np.repeat(np.pad(x, ((0, 0), (2, 2), (2, 2)))[:, None], 3, axis=1)
+    path = f"{folder}/colour-digits.npz"
+    np.savez(path, x=(x * 255).round().astype(np.uint8), y=y)
+    return path
+
+
+def speed_stream(backbone: str, *, size: str, seed: int):
+    """The two-task stream each backbone is timed on (module docstring)."""
+    import tempfile
 
     import scenarios
+
+    if backbone == "mlp":
+        return scenarios.build("permuted-mnist", seed=seed, n_tasks=2, per_task=SIZES[size])
+    with tempfile.TemporaryDirectory() as folder:
+        return scenarios.build("split-cifar10", seed=seed, source="npz", path=colour_digits(folder), n_tasks=2,
+                               per_task=SIZES[size])
+
+
+def step_floors(backbone: str, stream, rates: dict[str, float]) -> dict[str, float]:
+    """The floor of one single-example step (``step_compute_us``, ``step_memory_us``) and how it
+    was found: for the MLP counting only the first-layer weights of nonzero inputs (exact: their
+    gradient is zero), for the CNN every weight (its convolutions see every pixel)."""
+    from benchmark.models import build_model
+
+    if backbone == "mlp":
+        floor = mlp_floor(rates=rates)
+        density = _input_density(stream)
+        sparse = mlp_floor(rates=rates, input_density=density)
+        floor.update(input_density=density, sparse_floor_us=sparse["floor_us"],
+                     sparse_compute_us=sparse["compute_us"], sparse_memory_us=sparse["cache_memory_us"],
+                     sparse_bytes_per_step=sparse["bytes_per_step"], sparse_flops_per_step=sparse["flops_per_step"])
+        return {**floor, "step_compute_us": sparse["compute_us"], "step_memory_us": sparse["cache_memory_us"]}
+    floor = model_floor(build_model(backbone, input_shape=stream.input_shape, n_classes=stream.n_classes),
+                        stream.input_shape, rates=rates)
+    return {**floor, "step_compute_us": floor["compute_us"], "step_memory_us": floor["cache_memory_us"]}
+
+
+def run(*, size: str | None = None, seed: int = 0, glances: int = 1, only: list[str] | None = None,
+        repeat: int = 1, backbone: str = "mlp") -> dict[str, Any]:
+    import warnings
+
     from strategies.functional import single_threaded
 
-    stream = scenarios.build("permuted-mnist", seed=seed, n_tasks=2, per_task=SIZES[size])
+    if backbone not in BACKBONES:
+        raise ValueError(f"unknown backbone {backbone!r}; allowed: {', '.join(BACKBONES)}")
+    size = size or DEFAULT_SIZE[backbone]
+    only = only or DEFAULT_ROWS[backbone]
+    stream = speed_stream(backbone, size=size, seed=seed)
     figures: dict[str, Any] = {}
     t0 = time.perf_counter()
     from strategies.lamaml_numba import warm_up as warm_up_lamaml  # compile or load the kernels now,
@@ -253,15 +358,10 @@ def run(*, size: str = "small", seed: int = 0, glances: int = 1, only: list[str]
         runs: dict[str, list[dict[str, Any]]] = {label: [] for label in chosen}
         for _ in range(repeat):  # round-robin, so that drift in the machine's load hits every side alike
             for label, (name, hp) in chosen.items():
-                runs[label].append(measure(label, name, hp, stream=stream, seed=seed, glances=glances))
+                runs[label].append(measure(label, name, hp, stream=stream, seed=seed, glances=glances,
+                                           backbone=backbone))
         figures = {label: _median_run(r) for label, r in runs.items()}
-        rates = cpu_rates()
-        floor = mlp_floor(rates=rates)
-        density = _input_density(stream)
-        sparse = mlp_floor(rates=rates, input_density=density)
-        floor.update(input_density=density, sparse_floor_us=sparse["floor_us"],
-                     sparse_compute_us=sparse["compute_us"], sparse_memory_us=sparse["cache_memory_us"],
-                     sparse_bytes_per_step=sparse["bytes_per_step"], sparse_flops_per_step=sparse["flops_per_step"])
+        floor = step_floors(backbone, stream, cpu_rates())
     ratios, equal = {}, {}
     pairs = [("mer", "avalanche-mer")] + [(ours, "avalanche-la-maml") for ours in
                                           ("la-maml", "c-maml", "la-maml-final", "c-maml-final")]
@@ -270,50 +370,71 @@ def run(*, size: str = "small", seed: int = 0, glances: int = 1, only: list[str]
             key = "us_per_step" if ours == "mer" else "examples_per_s"
             a, b = figures[theirs][key], figures[ours][key]
             ratios[f"{ours}_vs_{theirs}"] = a / b if key == "us_per_step" else b / a
-            equal[f"{ours}_vs_{theirs}"] = (figures[ours]["inner_steps"] == figures[theirs]["inner_steps"]
-                                            and figures[ours]["meta_losses"] == figures[theirs]["meta_losses"])
-    for label, f in figures.items():
-        hp = chosen[label][1]
-        meta_batch = hp.get("replay_batch", 0) + BATCH  # memory draws + the incoming minibatch
+            equal[f"{ours}_vs_{theirs}"] = all(figures[ours][k] == figures[theirs][k]
+                                               for k in ("inner_steps", "meta_losses", "meta_examples"))
+    for f in figures.values():
         f["floor_us"] = work_floor_us(inner_steps=f["inner_steps"], meta_losses=f["meta_losses"],
-                                      meta_batch=meta_batch, step_compute_us=floor["sparse_compute_us"],
-                                      step_memory_us=floor["sparse_memory_us"])
+                                      meta_examples=f["meta_examples"], step_compute_us=floor["step_compute_us"],
+                                      step_memory_us=floor["step_memory_us"])
         f["times_floor"] = f["seconds"] * 1e6 / f["floor_us"]
-    return {"machine": {**machine(), "threads_used": 1}, "size": size, "examples_per_task": SIZES[size],
-            "glances": glances, "repeat": repeat, "jit_load_s": jit_s, "counting": __doc__.split("\n\n")[2].replace("\n", " "), "floor": floor,
-            "strategies": figures, "ratios": ratios, "equal_work": equal}
+    return {"machine": {**machine(), "threads_used": 1}, "backbone": backbone, "stream": stream.name,
+            "size": size, "examples_per_task": SIZES[size], "glances": glances, "repeat": repeat, "jit_load_s": jit_s,
+            "counting": __doc__.split("\n\n")[2].replace("\n", " "), "floor": floor, "strategies": figures,
+            "ratios": ratios, "equal_work": equal}
+
+
+_MODEL = {"mlp": "MLP 784-100-100-10", "cnn": "CNN 3x32x32 (3 conv 160, fc 320-320)"}
+_DATA = {"mlp": "permuted-mnist (mnist5k)", "cnn": "split of mnist5k digits as 3x32x32 colour images"}
 
 
 def render(result: dict[str, Any]) -> str:
-    m, f = result["machine"], result["floor"]
+    m, f, backbone = result["machine"], result["floor"], result.get("backbone", "mlp")
     lines = [f"machine: {m.get('cpu')} | {m.get('cores')} cores, 1 thread used | torch {m.get('torch')} | "
              f"python {m.get('python')}",
-             f"stream: permuted-mnist (mnist5k), 2 tasks x {result['examples_per_task']} examples, batch {BATCH}, "
-             f"glances {result['glances']}; median of {result['repeat']} round-robin runs per strategy",
+             f"stream: {_DATA[backbone]}, 2 tasks x {result['examples_per_task']} examples, batch {BATCH}, "
+             f"glances {result['glances']}; model {_MODEL[backbone]}; median of {result['repeat']} round-robin "
+             "runs per strategy",
              "inner step = one single-example SGD step or fast-weight update, counted alike on both sides",
              f"compiled kernels loaded before timing in {result['jit_load_s']:.2f} s (once per process)", "",
              f"{'strategy':<20}{'us/step':>10}{'examples/s':>12}{'peak MiB':>10}{'inner steps':>13}"
-             f"{'meta-losses':>13}{'x floor':>9}"]
+             f"{'meta-losses':>13}{'meta-examples':>15}{'x floor':>9}"]
     for label, s in result["strategies"].items():
-        meta = f"{s['meta_losses']:>13d}" if s.get("meta_losses") else f"{'-':>13}"
+        meta = f"{s['meta_losses']:>13d}{s['meta_examples']:>15d}" if s.get("meta_losses") else f"{'-':>13}{'-':>15}"
         lines.append(f"{label:<20}{s['us_per_step']:>10.1f}{s['examples_per_s']:>12.1f}{s['peak_rss_mb']:>10.0f}"
                      f"{s['inner_steps']:>13d}{meta}{s['times_floor']:>9.1f}")
     lines += ["", "ratios (Avalanche's time over ours; > 1 = ours faster):"]
     work = result.get("equal_work", {})
-    lines += [f"  {k}: {v:.1f}x" + ("  (per inner step)" if k.startswith("mer") else "  (per incoming example)")
-              + ("" if k.startswith("mer") else "  (equal work: same inner steps and meta-losses)" if work.get(k)
-                 else "  (unequal work: see the inner steps and meta-losses)")
-              for k, v in result["ratios"].items()]
-    lines += ["", f"hardware floor of one SGD step on MLP 784-100-100-10: {f['flops_per_step'] / 1e3:.0f} kFLOP, "
-              f"{f['bytes_per_step'] / 1e3:.0f} kB of weights touched; at {f['matmul_gflops']:.1f} GFLOP/s and "
-              f"{f['cache_gbs']:.1f} GB/s (cache) that is {f['compute_us']:.1f} us compute, "
-              f"{f['cache_memory_us']:.1f} us memory: floor {f['floor_us']:.1f} us/step",
-              f"counting only the weights of nonzero inputs ({100 * f['input_density']:.0f}% of the pixels here; "
-              f"exact, their gradient is zero): {f['sparse_bytes_per_step'] / 1e3:.0f} kB, floor "
-              f"{f['sparse_floor_us']:.1f} us/step",
-              "x floor: a row's time over a lower bound of all the work it did, from that sparse step: each "
-              "inner step max(compute, weight traffic) of one step; each meta-loss (a forward and backward pass "
-              "of replay_batch + batch examples) max(that many steps' compute, one step's weight traffic)"]
+    for k, v in result["ratios"].items():
+        ours, theirs = k.split("_vs_")
+        line = f"  {k}: {v:.1f}x" + ("  (per inner step)" if ours == "mer" else "  (per incoming example)")
+        if ours != "mer":
+            a, b = result["strategies"][ours], result["strategies"][theirs]
+            line += ("  (equal work: same inner steps, meta-losses and meta-loss examples)" if work.get(k) else
+                     f"  (unequal work: ours {a['inner_steps'] / max(b['inner_steps'], 1):.2f}x the inner steps, "
+                     f"{a['meta_examples'] / max(b['meta_examples'], 1):.2f}x the meta-loss examples)")
+        lines.append(line)
+    lines.append("")
+    if backbone == "mlp":
+        lines += [f"hardware floor of one SGD step on {_MODEL[backbone]}: {f['flops_per_step'] / 1e3:.0f} kFLOP, "
+                  f"{f['bytes_per_step'] / 1e3:.0f} kB of weights touched; at {f['matmul_gflops']:.1f} GFLOP/s and "
+                  f"{f['cache_gbs']:.1f} GB/s (cache) that is {f['compute_us']:.1f} us compute, "
+                  f"{f['cache_memory_us']:.1f} us memory: floor {f['floor_us']:.1f} us/step",
+                  f"counting only the weights of nonzero inputs ({100 * f['input_density']:.0f}% of the pixels here; "
+                  f"exact, their gradient is zero): {f['sparse_bytes_per_step'] / 1e3:.0f} kB, floor "
+                  f"{f['sparse_floor_us']:.1f} us/step"]
+        step = "that sparse step"
+    else:
+        lines += [f"hardware floor of one SGD step on {_MODEL[backbone]}: {f['flops_per_step'] / 1e6:.1f} MFLOP "
+                  f"(forward {f['forward_flops'] / 1e6:.1f}, weight gradients, input gradients of all layers but "
+                  f"the first), {f['bytes_per_step'] / 1e6:.1f} MB of weights touched; at {f['matmul_gflops']:.1f} "
+                  f"GFLOP/s (the matmul rate; convolutions reach less) and {f['cache_gbs']:.1f} GB/s that is "
+                  f"{f['compute_us']:.0f} us compute, {f['cache_memory_us']:.0f} us memory: floor "
+                  f"{f['floor_us']:.0f} us/step"]
+        step = "that step"
+    lines.append(f"x floor: a row's time over a lower bound of all the work it did, from {step}: each inner step "
+                 "max(compute, weight traffic) of one step; the meta-losses max(their examples x one step's "
+                 "compute, their count x one step's weight traffic): a meta-batch's examples share one pass over "
+                 "the weights")
     return "\n".join(lines)
 
 
@@ -322,8 +443,12 @@ def main(argv: list[str] | None = None) -> int:
     from benchmark.usage import Parser, UsageError
 
     p = Parser(prog="clbench speed", description=__doc__.split("\n\n")[0])
-    p.add_argument("--size", choices=sorted(SIZES, key=SIZES.get), default="small",
-                   help="examples per task (tiny 50, small 300, medium 1000, large 3000)")
+    p.add_argument("--backbone", choices=BACKBONES, default="mlp",
+                   help="mlp: MLP on permuted MNIST (every strategy); cnn: the La-MAML CIFAR CNN on 32x32 colour "
+                        "digits (c-maml, la-maml, avalanche-la-maml unless --only says otherwise)")
+    p.add_argument("--size", choices=sorted(SIZES, key=SIZES.get),
+                   help="examples per task (tiny 50, small 300, medium 1000, large 3000); default small for the "
+                        "mlp, tiny for the cnn")
     p.add_argument("--glances", type=int, default=1, help="glances of La-MAML/C-MAML (epochs of lamaml_v2)")
     p.add_argument("--repeat", type=int, default=3, help="runs per strategy, round-robin; the median is shown")
     p.add_argument("--only", nargs="*", help="a subset of: " + ", ".join(configurations(glances=1)))
@@ -341,7 +466,7 @@ def main(argv: list[str] | None = None) -> int:
             if name not in known:
                 raise UsageError(f"speed: --only {name!r} is not a strategy of the benchmark{closest(name, known)}; "
                                  f"allowed: {', '.join(known)}")
-    result = run(size=args.size, glances=args.glances, only=args.only, repeat=args.repeat)
+    result = run(size=args.size, glances=args.glances, only=args.only, repeat=args.repeat, backbone=args.backbone)
     print(render(result))
     if args.out:
         from pathlib import Path

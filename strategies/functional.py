@@ -63,6 +63,17 @@ class SingleThreadedExperiences:
             return super()._train_exp(*args, **kwargs)
 
 
+class OutputsWithoutGraph:
+    """Mixin for Avalanche meta-learning templates, whose training loop takes the model's logits
+    on the minibatch after every meta-update (``mb_output``, for plugins and metrics): here they
+    are taken without an autograd graph. Every update has happened by then, so nothing
+    differentiates them, and building the graph cost about a tenth of a La-MAML glance."""
+
+    def forward(self):
+        with torch.no_grad():
+            return super().forward()
+
+
 def task_mask(classes_per_task: Sequence[Sequence[int]], n_classes: int, device) -> torch.Tensor:
     """(T, n_classes) additive mask: 0 on the classes of task t, -inf elsewhere."""
     mask = torch.full((max(len(classes_per_task), 1), n_classes), float("-inf"), device=device)

@@ -48,6 +48,7 @@ import torch
 from torch.func import functional_call
 
 from strategies.functional import (
+    OutputsWithoutGraph,
     SingleThreadedExperiences,
     masked_cross_entropy,
     trainable,
@@ -58,7 +59,7 @@ from strategies.memory import ReservoirMemory
 from strategies.mer import _meta_template
 
 
-class LookAheadMAML(SingleThreadedExperiences, _meta_template()):
+class LookAheadMAML(SingleThreadedExperiences, OutputsWithoutGraph, _meta_template()):
     """La-MAML (``learn_lr=True, sync_update=False``), Sync-La-MAML (``True, True``) and
     C-MAML (``False, True``) as an Avalanche meta-learning strategy.
 
@@ -80,6 +81,7 @@ class LookAheadMAML(SingleThreadedExperiences, _meta_template()):
         self.memory = ReservoirMemory(size=mem_size, seed=seed, device=self.device)
         self.inner_steps = 0
         self.meta_losses = 0  # meta-loss evaluations, L(B; theta_{i+1}), for the speed benchmark's equal work
+        self.meta_examples = 0  # the examples of those evaluations, sum of |B|
         self._order = torch.Generator().manual_seed(seed)
         self._mask = class_mask
         self._names, self._params = trainable(self.model)
@@ -96,14 +98,16 @@ class LookAheadMAML(SingleThreadedExperiences, _meta_template()):
             n = sum(a.numel() for a in self.alphas)
             mean_alpha = float(sum(torch.relu(a).sum() for a in self.alphas) / max(n, 1))
         return StrategyReport(inner_steps=int(self.inner_steps), meta_losses=int(self.meta_losses),
+                              meta_examples=int(self.meta_examples),
                               backend=self.backend_used, extra_metrics={"mean_alpha": mean_alpha})
 
     # -- checkpoints (strategies.checkpoint) -------------------------------------------
     def checkpoint_state(self) -> dict:
         """What decides the rest of a run besides the weights: the learned rates, the reservoir
-        memory and its generator, the shuffling generator and the step counter."""
+        memory and its generator, the shuffling generator and the work counters."""
         return {"alphas": [a.detach().cpu().clone() for a in self.alphas], "memory": self.memory.checkpoint_state(),
-                "order": self._order.get_state(), "inner_steps": int(self.inner_steps)}
+                "order": self._order.get_state(), "inner_steps": int(self.inner_steps),
+                "meta_losses": int(self.meta_losses), "meta_examples": int(self.meta_examples)}
 
     def load_checkpoint_state(self, state: dict) -> None:
         alphas = state["alphas"]
@@ -115,6 +119,7 @@ class LookAheadMAML(SingleThreadedExperiences, _meta_template()):
         self.memory.load_checkpoint_state(state["memory"])
         self._order.set_state(state["order"])
         self.inner_steps = int(state["inner_steps"])
+        self.meta_losses, self.meta_examples = int(state["meta_losses"]), int(state["meta_examples"])
 
     def _before_training_exp(self, **kwargs):
         super()._before_training_exp(**kwargs)
@@ -142,12 +147,14 @@ class LookAheadMAML(SingleThreadedExperiences, _meta_template()):
 
     # -- one glance ------------------------------------------------------------------
     def _glance(self, x, y, t, *, remember: bool) -> torch.Tensor:
-        self.meta_losses += 1 if self.final_meta_loss else len(y)
         if self.replay_batch and len(self.memory):
             mx, my, mt = self.memory.sample(self.replay_batch)
             bx, by, bt = torch.cat([mx, x]), torch.cat([my, y]), torch.cat([mt, t])
         else:
             bx, by, bt = x, y, t
+        evaluations = 1 if self.final_meta_loss else len(y)
+        self.meta_losses += evaluations
+        self.meta_examples += evaluations * len(by)
 
         def after_inner_step(i: int) -> None:
             self.inner_steps += 1

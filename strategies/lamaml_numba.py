@@ -313,6 +313,8 @@ class CompiledLaMAML:
         self.masks = (np.zeros((1, n_classes), np.float32) if mask is None
                       else np.ascontiguousarray(mask.detach().cpu().numpy(), dtype=np.float32))
         self.use_mask = mask is not None
+        self._scratch: tuple | None = None  # kernel scratch and gradient arrays, reused glance to glance
+        self._fixed_rates: tuple | None = None  # (rate, rws, rbs) of C-MAML's fixed rate
 
     name = "numba"
 
@@ -343,10 +345,10 @@ class CompiledLaMAML:
             rws = tuple(np.ascontiguousarray(r.detach().numpy().T) for r in rates[0::2])
             rbs = tuple(np.ascontiguousarray(r.detach().numpy()) for r in rates[1::2])
         else:  # one fixed rate (C-MAML)
-            rws, rbs = _fixed(wts, bs, rates[0])
+            rws, rbs = self._fixed(wts, bs, rates[0])
         loss, gw, gb, grw, grb = self._run(wts, bs, rws, rbs, incoming, meta_batch, with_rates, final_only)
-        g_theta = [torch.from_numpy(a) for pair in zip((g.T.copy() for g in gw), gb) for a in pair]
-        g_rate = ([torch.from_numpy(a) for pair in zip((g.T.copy() for g in grw), grb) for a in pair]
+        g_theta = [torch.from_numpy(a.copy()) for pair in zip((g.T for g in gw), gb) for a in pair]
+        g_rate = ([torch.from_numpy(a.copy()) for pair in zip((g.T for g in grw), grb) for a in pair]
                   if with_rates else None)
         return torch.tensor(loss, dtype=torch.float32), g_theta, g_rate
 
@@ -367,7 +369,7 @@ class CompiledLaMAML:
             rws = tuple(np.maximum(np.ascontiguousarray(a.T), np.float32(0.0)) for a in aws)
             rbs = tuple(np.maximum(a, np.float32(0.0)) for a in abs_)
         else:  # one fixed rate (C-MAML)
-            rws, rbs = _fixed(wts, bs, alpha_init)
+            rws, rbs = self._fixed(wts, bs, alpha_init)
         loss, gw, gb, grw, grb = self._run(wts, bs, rws, rbs, incoming, meta_batch, learn_lr, final_only)
         _apply(weights, biases, aws, abs_, gw, gb, grw, grb, rws, rbs, learn_lr, sync_update, opt_lr, opt_wt,
                max_norm)
@@ -375,10 +377,20 @@ class CompiledLaMAML:
 
     def _run(self, wts, bs, rws, rbs, incoming, meta_batch, with_rates, final_only):
         """:func:`glance` on the kernel-layout arrays (``wts``/``bs`` end as the fast weights),
-        with fresh scratch and gradient arrays; (meta-loss, gw, gb, grw, grb)."""
-        zeros = lambda arrays: tuple(np.zeros_like(a) for a in arrays)  # noqa: E731
-        s_w, s_b, gw, gb, grw, grb = zeros(wts), zeros(bs), zeros(wts), zeros(bs), zeros(wts), zeros(bs)
-        zs, ds = zeros(bs), zeros(bs)
+        with zeroed scratch and gradient arrays; (meta-loss, gw, gb, grw, grb). The arrays are
+        this backend's, reused by the next call: a caller copies what it keeps. (Fresh arrays
+        each glance cost more than the kernel's own work: large ``np.zeros`` come from ``mmap``
+        and fault their pages in anew, about 60 us per glance per array of 784x100.)"""
+        shapes = tuple(w.shape for w in wts)
+        if self._scratch is None or self._scratch[0] != shapes:
+            zeros = lambda arrays: tuple(np.zeros_like(a) for a in arrays)  # noqa: E731
+            self._scratch = (shapes, (*zeros(wts), *zeros(bs), *zeros(wts), *zeros(bs), *zeros(wts), *zeros(bs),
+                                      *zeros(bs), *zeros(bs)))
+        else:
+            for a in self._scratch[1]:
+                a.fill(0.0)
+        n = len(wts)
+        s_w, s_b, gw, gb, grw, grb, zs, ds = (self._scratch[1][k * n:(k + 1) * n] for k in range(8))
         ids = tuple(np.empty(w.shape[0], np.int64) for w in wts)
         ks = np.zeros(len(wts), np.int64)
         x, y, t = incoming
@@ -388,28 +400,33 @@ class CompiledLaMAML:
                       self.use_mask, with_rates, final_only)
         return loss, gw, gb, grw, grb
 
-
-def _fixed(wts, bs, rate: float):
-    """One fixed rate for every weight and bias (C-MAML), in the kernel's layout."""
-    return (tuple(np.full(w.shape, rate, np.float32) for w in wts),
-            tuple(np.full(b.shape, rate, np.float32) for b in bs))
+    def _fixed(self, wts, bs, rate: float):
+        """One fixed rate for every weight and bias (C-MAML), in the kernel's layout; made once
+        per rate and shape (the kernel only reads the rates)."""
+        key = (float(rate), tuple(w.shape for w in wts))
+        if self._fixed_rates is None or self._fixed_rates[0] != key:
+            self._fixed_rates = (key, tuple(np.full(w.shape, rate, np.float32) for w in wts),
+                                 tuple(np.full(b.shape, rate, np.float32) for b in bs))
+        return self._fixed_rates[1], self._fixed_rates[2]
 
 
 def _rows(x: torch.Tensor) -> np.ndarray:
     return np.ascontiguousarray(x.reshape(len(x), -1).numpy(), dtype=np.float32)
 
 
-def warm_up() -> None:
-    """Compile (or load from numba's cache) the glance kernel on a tiny network, so that
-    timings that follow measure steady-state work."""
-    params = [torch.zeros(2, 3), torch.zeros(2), torch.zeros(2, 2), torch.zeros(2)]
+def warm_up(depths: tuple[int, ...] = (2, 3)) -> None:
+    """Compile (or load from numba's cache) the glance and update kernels on tiny networks of
+    each number of linear layers in ``depths`` (numba specialises a kernel per tuple length; the
+    suite's MLP has 3), so that timings that follow measure steady-state work."""
     x, y, t = torch.ones(1, 3), torch.zeros(1, dtype=torch.long), torch.zeros(1, dtype=torch.long)
-    for rates in ([torch.zeros_like(p) for p in params], [0.1] * 4):
-        for with_rates in (True, False):
-            CompiledLaMAML(n_classes=2, mask=None).glance(params, rates, (x, y, t), (x, y, t),
-                                                          with_rates=with_rates, final_only=False)
-    alphas = [torch.full_like(p, 0.1) for p in params]
-    for learn_lr, sync_update in ((True, False), (False, True), (True, True)):
-        CompiledLaMAML(n_classes=2, mask=None).meta_step(
-            params, alphas, alpha_init=0.1, incoming=(x, y, t), meta_batch=(x, y, t), learn_lr=learn_lr,
-            sync_update=sync_update, opt_lr=0.1, opt_wt=0.1, max_norm=2.0, final_only=False)
+    for depth in depths:
+        params = [torch.zeros(2, 3), torch.zeros(2)] + [torch.zeros(2, 2), torch.zeros(2)] * (depth - 1)
+        for rates in ([torch.zeros_like(p) for p in params], [0.1] * len(params)):
+            for with_rates in (True, False):
+                CompiledLaMAML(n_classes=2, mask=None).glance(params, rates, (x, y, t), (x, y, t),
+                                                              with_rates=with_rates, final_only=False)
+        alphas = [torch.full_like(p, 0.1) for p in params]
+        for learn_lr, sync_update in ((True, False), (False, True), (True, True)):
+            CompiledLaMAML(n_classes=2, mask=None).meta_step(
+                params, alphas, alpha_init=0.1, incoming=(x, y, t), meta_batch=(x, y, t), learn_lr=learn_lr,
+                sync_update=sync_update, opt_lr=0.1, opt_wt=0.1, max_norm=2.0, final_only=False)

@@ -47,6 +47,7 @@ import numpy as np
 import torch
 
 from strategies.functional import (
+    OutputsWithoutGraph,
     SingleThreadedExperiences,
     copy_into,
     masked_cross_entropy,
@@ -67,7 +68,7 @@ def _meta_template():
     return SupervisedMetaLearningTemplate
 
 
-class MER(SingleThreadedExperiences, _meta_template()):
+class MER(SingleThreadedExperiences, OutputsWithoutGraph, _meta_template()):
     """MER as an Avalanche meta-learning strategy: ``_inner_updates`` runs the per-example
     algorithm on every example of the minibatch; ``_outer_update`` has nothing left to do.
 

@@ -156,18 +156,20 @@ class CompiledMER:
         return losses
 
 
-def warm_up() -> None:
-    """Compile (or load from numba's cache) every kernel on a tiny network, so that timings
-    that follow measure steady-state steps. Training does not need it: the first call
-    compiles."""
-    wts = (np.zeros((3, 2), np.float32), np.zeros((2, 2), np.float32))
-    bs = (np.zeros(2, np.float32), np.zeros(2, np.float32))
-    snaps = tuple(tuple(a.copy() for a in group) for group in (wts, bs, wts, bs))
-    scratch = (tuple(np.zeros(2, np.float32) for _ in bs), tuple(np.zeros(2, np.float32) for _ in bs),
-               tuple(np.zeros(len(w), np.int64) for w in wts), np.zeros(2, np.int64))
-    xs, ys, ts = np.ones((1, 3), np.float32), np.zeros(1, np.int64), np.zeros(1, np.int64)
-    masks = np.zeros((1, 2), np.float32)
-    plan, weights = np.full((1, 1, 1), INCOMING, np.int64), np.ones((1, 1, 1), np.float32)
-    mer_minibatch(wts, bs, *snaps, *scratch, xs, ys, ts, plan, weights, np.full(1, -1, np.int64),
-                  xs.copy(), ys.copy(), ts.copy(), masks, False, 0.1, 0.5, 0.5)
-    sgd_steps(wts, bs, *scratch, xs, ys, ts, np.ones(1, np.float32), masks, False, 0.1)
+def warm_up(depths: tuple[int, ...] = (2, 3)) -> None:
+    """Compile (or load from numba's cache) every kernel on tiny networks of each number of
+    linear layers in ``depths`` (numba specialises a kernel per tuple length; the suite's MLP
+    has 3), so that timings that follow measure steady-state steps. Training does not need it:
+    the first call compiles."""
+    for depth in depths:
+        wts = (np.zeros((3, 2), np.float32),) + tuple(np.zeros((2, 2), np.float32) for _ in range(depth - 1))
+        bs = tuple(np.zeros(2, np.float32) for _ in range(depth))
+        snaps = tuple(tuple(a.copy() for a in group) for group in (wts, bs, wts, bs))
+        scratch = (tuple(np.zeros(2, np.float32) for _ in bs), tuple(np.zeros(2, np.float32) for _ in bs),
+                   tuple(np.zeros(len(w), np.int64) for w in wts), np.zeros(depth, np.int64))
+        xs, ys, ts = np.ones((1, 3), np.float32), np.zeros(1, np.int64), np.zeros(1, np.int64)
+        masks = np.zeros((1, 2), np.float32)
+        plan, weights = np.full((1, 1, 1), INCOMING, np.int64), np.ones((1, 1, 1), np.float32)
+        mer_minibatch(wts, bs, *snaps, *scratch, xs, ys, ts, plan, weights, np.full(1, -1, np.int64),
+                      xs.copy(), ys.copy(), ts.copy(), masks, False, 0.1, 0.5, 0.5)
+        sgd_steps(wts, bs, *scratch, xs, ys, ts, np.ones(1, np.float32), masks, False, 0.1)

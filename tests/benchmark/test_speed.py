@@ -3,6 +3,7 @@
 import json
 
 import pytest
+import torch
 
 from benchmark.cli import main
 from benchmark.speed import mlp_floor
@@ -63,20 +64,57 @@ def test_meta_losses_are_counted_on_both_sides_and_equal_work_is_said_only_when_
     assert s["la-maml"]["meta_losses"] == 100 and s["avalanche-la-maml"]["meta_losses"] == 100
     assert s["la-maml-final"]["meta_losses"] == 10
     assert s["la-maml"]["inner_steps"] == s["avalanche-la-maml"]["inner_steps"] == 100
-    assert data["equal_work"] == {"la-maml_vs_avalanche-la-maml": True, "la-maml-final_vs_avalanche-la-maml": False}
-    assert "la-maml_vs_avalanche-la-maml" in printed and "(equal work: same inner steps and meta-losses)" in printed
-    assert "unequal work" in printed
+    # examples of the meta-losses: ours replay from the second minibatch on (10 + 10 draws), lamaml_v2 only in
+    # the second task (its buffer is filled at the end of the first)
+    assert s["la-maml"]["meta_examples"] == 10 * 10 + 90 * 20
+    assert s["avalanche-la-maml"]["meta_examples"] == 50 * 10 + 50 * 20
+    assert s["la-maml-final"]["meta_examples"] == 10 + 9 * 20
+    assert data["equal_work"] == {"la-maml_vs_avalanche-la-maml": False, "la-maml-final_vs_avalanche-la-maml": False}
+    assert "ours 1.00x the inner steps, 1.27x the meta-loss examples" in printed
+
+
+def test_equal_work_is_said_when_inner_steps_meta_losses_and_their_examples_match():
+    from benchmark.speed import render
+
+    row = {"us_per_step": 1.0, "examples_per_s": 1.0, "peak_rss_mb": 1.0, "inner_steps": 10, "meta_losses": 10,
+           "meta_examples": 200, "times_floor": 2.0}
+    result = {"machine": {}, "floor": {"flops_per_step": 1, "bytes_per_step": 1, "matmul_gflops": 1, "cache_gbs": 1,
+                                       "compute_us": 1, "cache_memory_us": 1, "floor_us": 1, "input_density": 0.2,
+                                       "sparse_bytes_per_step": 1, "sparse_floor_us": 1},
+              "examples_per_task": 50, "glances": 1, "repeat": 1, "jit_load_s": 0.0,
+              "strategies": {"la-maml": row, "avalanche-la-maml": row},
+              "ratios": {"la-maml_vs_avalanche-la-maml": 2.0}, "equal_work": {"la-maml_vs_avalanche-la-maml": True}}
+    assert "2.0x  (per incoming example)  (equal work: same inner steps, meta-losses and meta-loss examples)" \
+        in render(result)
 
 
 def test_work_floor_counts_inner_steps_and_every_meta_loss_over_its_meta_batch():
     from benchmark.speed import work_floor_us
 
     # MER-like: 600 single-example steps of max(1 us compute, 8 us weight traffic), no meta-loss
-    assert work_floor_us(inner_steps=600, meta_losses=0, meta_batch=20, step_compute_us=1.0,
+    assert work_floor_us(inner_steps=600, meta_losses=0, meta_examples=0, step_compute_us=1.0,
                          step_memory_us=8.0) == 600 * 8.0
     # La-MAML every-step: plus 600 meta-losses over 20 examples sharing one pass over the weights
-    assert work_floor_us(inner_steps=600, meta_losses=600, meta_batch=20, step_compute_us=1.0,
+    assert work_floor_us(inner_steps=600, meta_losses=600, meta_examples=600 * 20, step_compute_us=1.0,
                          step_memory_us=8.0) == 600 * 8.0 + 600 * 20.0
-    # a small meta-batch is bound by the weight traffic, not by its compute
-    assert work_floor_us(inner_steps=0, meta_losses=60, meta_batch=4, step_compute_us=1.0,
+    # small meta-batches are bound by the weight traffic, not by their compute
+    assert work_floor_us(inner_steps=0, meta_losses=60, meta_examples=60 * 4, step_compute_us=1.0,
                          step_memory_us=8.0) == 60 * 8.0
+
+
+def test_model_floor_counts_an_mlp_as_the_mlp_floor_does_and_a_convolution_by_its_outputs():
+    from benchmark.models import MLP
+    from benchmark.speed import model_floor
+
+    rates = {"matmul_gflops": 1.0, "cache_gbs": 1.0}
+    mlp, generic = mlp_floor((4, 3, 2), rates=rates), model_floor(MLP(input_size=4, n_classes=2, hidden=(3,)), (4,),
+                                                                  rates=rates)
+    assert (generic["params"], generic["flops_per_step"], generic["bytes_per_step"]) == \
+        (mlp["params"], mlp["flops_per_step"], mlp["bytes_per_step"])
+    conv = torch.nn.Sequential(torch.nn.Conv2d(2, 3, kernel_size=3, stride=2, padding=1), torch.nn.Flatten(),
+                               torch.nn.Linear(3 * 4 * 4, 5))
+    f = model_floor(conv, (2, 8, 8), rates=rates)
+    first, second = 2 * (2 * 9) * 3 * 4 * 4, 2 * 48 * 5  # each output of the conv: 2 x 9 inputs
+    assert f["forward_flops"] == first + second
+    assert f["flops_per_step"] == 3 * (first + second) - first  # no gradient for the input image
+    assert f["params"] == 3 * 2 * 9 + 3 + 48 * 5 + 5
