@@ -118,3 +118,19 @@ def test_model_floor_counts_an_mlp_as_the_mlp_floor_does_and_a_convolution_by_it
     assert f["forward_flops"] == first + second
     assert f["flops_per_step"] == 3 * (first + second) - first  # no gradient for the input image
     assert f["params"] == 3 * 2 * 9 + 3 + 48 * 5 + 5
+
+
+def test_cnn_backbone_times_the_general_path_on_32x32_colour_images(tmp_path, capsys):
+    out = tmp_path / "speed.json"
+    assert main(["speed", "--backbone", "cnn", "--only", "c-maml", "avalanche-la-maml", "--repeat", "1",
+                 "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    data = json.loads(out.read_text())
+    assert data["backbone"] == "cnn" and data["examples_per_task"] == 50  # tiny by default for the CNN
+    assert data["strategies"]["c-maml"]["backend"] == "reference"  # no compiled backend for convolutions
+    assert data["strategies"]["c-maml"]["inner_steps"] == data["strategies"]["avalanche-la-maml"]["inner_steps"] == 100
+    # the La-MAML CIFAR network on 3x32x32: three stride-2 3x3 convolutions of 160 channels (16, 8, 4 pixels a side)
+    convs = 2 * (3 * 9) * 160 * 16 * 16 + 2 * (160 * 9) * 160 * 8 * 8 + 2 * (160 * 9) * 160 * 4 * 4
+    linears = 2 * (160 * 4 * 4 * 320 + 320 * 320 + 320 * 10)
+    assert data["floor"]["forward_flops"] == convs + linears
+    assert "c-maml_vs_avalanche-la-maml" in printed and "CNN 3x32x32" in printed
