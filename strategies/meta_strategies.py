@@ -1,10 +1,12 @@
-"""Registration of our meta-learning continual strategies: mer, c-maml, la-maml, sync-la-maml.
+"""Registration of our meta-learning continual strategies: mer, c-maml, la-maml, sync-la-maml,
+reptile.
 
 Defaults are the official MNIST settings for a memory of 200 (DESIGN.md): MER as for
 Permutations (lr 0.03, beta 0.03, gamma 1.0, replay 10, 10 batches per example); La-MAML
 opt_lr 0.3, alpha_init 0.15; C-MAML opt_wt 0.1, alpha_init 0.1 (Rotations; 0.03 for
 Permutations); Sync-La-MAML opt_lr 0.1, opt_wt 0.1, alpha_init 0.15; glances 5, replay 10;
-first-order meta-gradients and clipping norm 2.0 (the official parser's defaults).
+first-order meta-gradients and clipping norm 2.0 (the official parser's defaults). Reptile's
+defaults are ours (:mod:`strategies.reptile`).
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ def _mer_check(hp: dict) -> None:
 
 
 def register_meta_strategies(registry: Registry) -> None:
-    """Register mer, c-maml (alias online-maml), la-maml and sync-la-maml into ``registry``."""
+    """Register mer, c-maml (alias online-maml), la-maml, sync-la-maml and reptile into ``registry``."""
     reg = registry.register
 
     @reg("mer", aliases=("meta-experience-replay",), check=_mer_check)
@@ -83,3 +85,15 @@ def register_meta_strategies(registry: Registry) -> None:
         return _lamaml(model, context, alpha_init=alpha_init, opt_lr=opt_lr, opt_wt=opt_wt, learn_lr=True,
                        sync_update=True, glances=glances, mem_size=mem_size, replay_batch=replay_batch,
                        second_order=second_order, grad_clip_norm=grad_clip_norm, meta_loss=meta_loss)
+
+    @reg("reptile", aliases=("continual-reptile",), check=replay_within_memory)
+    def reptile(*, model, context: StrategyContext, lr: RATE = 0.1, inner_steps: POSITIVE = 5,
+                epsilon: Annotated[float, Range(gt=0, le=1)] = 0.2, mem_size: POSITIVE = 200,
+                replay_batch: COUNT = 10):
+        """Continual Reptile (Nichol et al. 2018): k SGD steps per minibatch on it plus replay draws,
+        then theta <- theta_0 + epsilon (theta_k - theta_0); the first-order ablation of MER."""
+        from strategies.reptile import ContinualReptile
+
+        return ContinualReptile(model=model, lr=lr, inner_steps=inner_steps, epsilon=epsilon, mem_size=mem_size,
+                                replay_batch=replay_batch, seed=context.seed, class_mask=context.class_mask,
+                                **context.template_kwargs())

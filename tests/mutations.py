@@ -44,6 +44,7 @@ EXACT = "tests/strategies/test_exact_updates.py"
 MER = [f"{EXACT}::test_mer_updates_equal_the_papers_equations", "tests/strategies/test_mer.py"]
 LAMAML = [f"{EXACT}::test_lamaml_family_updates_equal_the_papers_equations", "tests/strategies/test_lamaml.py"]
 ER = ["tests/strategies/test_er.py"]
+REPTILE = [f"{EXACT}::test_reptile_updates_equal_the_papers_equations"]
 MASK = ["tests/strategies/test_task_mask.py"]
 MEMORY = [f"{EXACT}::test_reservoir_memory_is_algorithm_r", "tests/strategies/test_memory.py", MER[0], LAMAML[0]]
 # kernel files, and the kernel files whose numba caches go stale when they change (their callers)
@@ -308,6 +309,19 @@ MUTATIONS = [
       "        if not self.masks_training:\n            return None",
       "        return None", MASK,
       "our strategies train over all classes on task-IL streams"),
+    # -- continual Reptile, strategies/reptile.py --------------------------------------------------
+    m("reptile-epsilon-swapped", "strategies/reptile.py",
+      "reptile(self._params, self._before, self.epsilon)",
+      "reptile(self._params, self._before, 1 - self.epsilon)", REPTILE,
+      "the outer step moves theta_0 + (1 - epsilon)(theta_k - theta_0)"),
+    m("reptile-memory-before-steps", "strategies/reptile.py",
+      "        copy_into(self._before, self._params)\n",
+      "        copy_into(self._before, self._params)\n        self.memory.add(x, y, t)\n", REPTILE,
+      "the minibatch enters the memory before the steps (it can be replayed with itself)"),
+    m("reptile-no-fresh-draw", "strategies/reptile.py",
+      "        for _ in range(self.k):\n            if self.replay_batch and len(self.memory):",
+      "        for _ in range(self.k):\n            if self.replay_batch and len(self.memory) and _ == 0:", REPTILE,
+      "memory examples replayed in the first step only"),
 ]
 
 

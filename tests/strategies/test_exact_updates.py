@@ -346,3 +346,41 @@ def test_lamaml_family_updates_equal_the_papers_equations(name, fast_path):
         assert any(bool((e < 0).any()) for e in alpha)
     if name == "c-maml":
         assert all(torch.equal(a, torch.full_like(a, hp["alpha_init"])) for a in s.alphas)
+
+
+# -- continual Reptile ----------------------------------------------------------------
+def _expected_reptile(*, lr, k, epsilon, replay, mem_size):
+    """Per minibatch: theta_0 = theta; k SGD steps on the mean loss of [minibatch, memory draws
+    made afresh per step]; theta = theta_0 + epsilon (theta_k - theta_0); then the minibatch
+    enters the memory."""
+    x, y = _data()
+    xd = x.double()
+    theta = _initial_params()
+    memory = _AlgorithmR(mem_size)
+    replayed = 0
+    for start in range(0, N, BATCH):
+        batch = list(range(start, min(start + BATCH, N)))
+        theta_0 = theta
+        for _ in range(k):
+            drawn = memory.draw(replay)
+            replayed += len(drawn)
+            rows = batch + drawn
+            params = [p.detach().requires_grad_() for p in theta]
+            grads = torch.autograd.grad(_loss(params, xd[rows], y[rows]), params)
+            theta = [(p - lr * g).detach() for p, g in zip(params, grads)]
+        theta = _interpolate(theta_0, theta, epsilon)
+        for i in batch:
+            memory.offer(i)
+    assert replayed > 0 and memory.seen > mem_size  # replay and replacement both happened
+    return theta, memory
+
+
+def test_reptile_updates_equal_the_papers_equations():
+    hp = dict(lr=0.2, k=3, epsilon=0.4, replay=3, mem_size=5)
+    s = _train("reptile", False, lr=hp["lr"], inner_steps=hp["k"], epsilon=hp["epsilon"], replay_batch=hp["replay"],
+               mem_size=hp["mem_size"])
+    expected, memory = _expected_reptile(**hp)
+    x, y = _data()
+    _check_memory(s, memory, x, y)
+    _check_params(s, expected)
+    assert s.report().inner_steps == 2 * hp["k"]

@@ -14,6 +14,7 @@ META = {
     "c-maml": {"glances": 2},
     "la-maml": {"glances": 2},
     "sync-la-maml": {"glances": 2},
+    "reptile": {"inner_steps": 2, "replay_batch": 3},
 }
 
 
