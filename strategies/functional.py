@@ -31,6 +31,15 @@ def reptile(params: Sequence[torch.Tensor], before: Sequence[torch.Tensor], rate
         torch._foreach_lerp_(list(params), list(before), 1.0 - rate)
 
 
+@torch.no_grad()
+def clip_joint_norm_(grads: list[torch.Tensor], max_norm: float) -> None:
+    """Scale ``grads`` in place so that their joint L2 norm is at most ``max_norm``
+    (``torch.nn.utils.clip_grad_norm_`` semantics: factor max_norm / (norm + 1e-6), capped at 1)."""
+    norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))
+    factor = torch.clamp(max_norm / (norm + 1e-6), max=1.0)
+    torch._foreach_mul_(grads, factor)
+
+
 @contextlib.contextmanager
 def single_threaded():
     """Run torch and BLAS on one thread inside the block, restoring both after it.

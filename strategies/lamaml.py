@@ -49,6 +49,7 @@ from torch.func import functional_call
 
 from strategies.functional import (
     OutputsWithoutGraph,
+    clip_joint_norm_,
     SingleThreadedExperiences,
     masked_cross_entropy,
     trainable,
@@ -156,10 +157,10 @@ class LookAheadMAML(SingleThreadedExperiences, OutputsWithoutGraph, _meta_templa
         self.meta_losses += evaluations
         self.meta_examples += evaluations * len(by)
 
-        def after_inner_step(i: int) -> None:
+        def after_inner_step(rows: slice) -> None:
             self.inner_steps += 1
             if remember:
-                self.memory.add(x[i:i + 1], y[i:i + 1], t[i:i + 1])
+                self.memory.add(x[rows], y[rows], t[rows])
 
         self.backend_used = self._backend.name if self._backend is not None else "reference"
         if self._backend is not None:  # first order on a ReLU MLP, compiled (CPU, float32): glance and update
@@ -180,10 +181,10 @@ class LookAheadMAML(SingleThreadedExperiences, OutputsWithoutGraph, _meta_templa
         grads = torch.autograd.grad(meta_loss, wrt, allow_unused=True)
         grads = [torch.zeros_like(w) if g is None else g for w, g in zip(wrt, grads)]
         g_theta, g_alpha = grads[:len(self._params)], grads[len(self._params):]
-        _clip(g_theta, self.grad_clip_norm)
+        clip_joint_norm_(g_theta, self.grad_clip_norm)
         with torch.no_grad():
             if self.learn_lr:
-                _clip(g_alpha, self.grad_clip_norm)
+                clip_joint_norm_(g_alpha, self.grad_clip_norm)
                 torch._foreach_add_(self.alphas, g_alpha, alpha=-self.opt_lr)
             if self.sync_update:
                 torch._foreach_add_(self._params, g_theta, alpha=-self.opt_wt)
@@ -195,16 +196,22 @@ class LookAheadMAML(SingleThreadedExperiences, OutputsWithoutGraph, _meta_templa
 
 def look_ahead_meta_loss(model: torch.nn.Module, names: list[str], params: list[torch.Tensor], rates: list,
                          incoming: tuple, meta_batch: tuple, *, mask: torch.Tensor | None = None,
-                         second_order: bool = False, after_inner_step=None, final_only: bool = False) -> torch.Tensor:
+                         second_order: bool = False, after_inner_step=None, final_only: bool = False,
+                         chunk: int = 1, clamp: float | None = None) -> torch.Tensor:
     """The La-MAML/C-MAML meta-loss of one glance as a differentiable function of ``params``
     and ``rates`` (Gupta et al. 2020, Alg. 1 and Eq. 5-6):
 
-    ``theta_0 = params``; ``theta_{i+1} = theta_i - rates * grad L(x_i, y_i; theta_i)`` over
-    the incoming examples one at a time; returns ``mean_i L(meta_batch; theta_{i+1})``.
+    ``theta_0 = params``; ``theta_{i+1} = theta_i - rates * grad L(c_i; theta_i)`` over the
+    incoming examples cut into consecutive chunks ``c_i`` of ``chunk`` examples (one at a time by
+    default, as the MNIST code; the CIFAR code and VR-MCL take chunks); returns
+    ``mean_i L(meta_batch; theta_{i+1})``.
 
     With ``second_order`` the inner gradients are part of the graph (exact meta-gradient);
-    otherwise they are constants (first-order approximation). ``final_only``: the meta-loss
-    is ``L(meta_batch; theta_n)`` alone (the paper's Algorithm 1).
+    otherwise they are constants (first-order approximation). ``clamp``: each inner gradient
+    clamped elementwise to [-clamp, clamp] before its step (La-MAML's CIFAR code, VR-MCL).
+    ``final_only``: the meta-loss is ``L(meta_batch; theta_n)`` alone (the paper's Algorithm 1).
+    ``after_inner_step(rows)`` is called after each step with the slice of the incoming
+    examples it took.
     """
     x, y, t = incoming
     bx, by, bt = meta_batch
@@ -214,21 +221,16 @@ def look_ahead_meta_loss(model: torch.nn.Module, names: list[str], params: list[
 
     fast = list(params)
     meta_losses = []
-    for i in range(len(y)):
-        loss = loss_at(fast, x[i:i + 1], y[i:i + 1], t[i:i + 1])
+    starts = range(0, len(y), chunk)
+    for start in starts:
+        rows = slice(start, start + chunk)
+        loss = loss_at(fast, x[rows], y[rows], t[rows])
         grads = torch.autograd.grad(loss, fast, create_graph=second_order)
+        if clamp is not None:
+            grads = [g.clamp(-clamp, clamp) for g in grads]
         fast = [w - g * r for w, g, r in zip(fast, grads, rates)]
         if after_inner_step is not None:
-            after_inner_step(i)
-        if not final_only or i == len(y) - 1:
+            after_inner_step(rows)
+        if not final_only or start == starts[-1]:
             meta_losses.append(loss_at(fast, bx, by, bt))
     return torch.stack(meta_losses).mean()
-
-
-def _clip(grads: list[torch.Tensor], max_norm: float) -> None:
-    """Scale ``grads`` in place so that their joint L2 norm is at most ``max_norm``
-    (``torch.nn.utils.clip_grad_norm_`` semantics: factor max_norm / (norm + 1e-6), capped at 1)."""
-    with torch.no_grad():
-        norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))
-        factor = torch.clamp(max_norm / (norm + 1e-6), max=1.0)
-        torch._foreach_mul_(grads, factor)

@@ -1,12 +1,13 @@
 """Registration of our meta-learning continual strategies: mer, c-maml, la-maml, sync-la-maml,
-reptile.
+reptile, vr-mcl.
 
 Defaults are the official MNIST settings for a memory of 200 (DESIGN.md): MER as for
 Permutations (lr 0.03, beta 0.03, gamma 1.0, replay 10, 10 batches per example); La-MAML
 opt_lr 0.3, alpha_init 0.15; C-MAML opt_wt 0.1, alpha_init 0.1 (Rotations; 0.03 for
 Permutations); Sync-La-MAML opt_lr 0.1, opt_wt 0.1, alpha_init 0.15; glances 5, replay 10;
 first-order meta-gradients and clipping norm 2.0 (the official parser's defaults). Reptile's
-defaults are ours (:mod:`strategies.reptile`).
+defaults are ours (:mod:`strategies.reptile`); VR-MCL's are the official README's CIFAR-100
+command (:mod:`strategies.vrmcl`).
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ def _mer_check(hp: dict) -> None:
 
 
 def register_meta_strategies(registry: Registry) -> None:
-    """Register mer, c-maml (alias online-maml), la-maml, sync-la-maml and reptile into ``registry``."""
+    """Register mer, c-maml (alias online-maml), la-maml, sync-la-maml, reptile and vr-mcl into ``registry``."""
     reg = registry.register
 
     @reg("mer", aliases=("meta-experience-replay",), check=_mer_check)
@@ -97,3 +98,18 @@ def register_meta_strategies(registry: Registry) -> None:
         return ContinualReptile(model=model, lr=lr, inner_steps=inner_steps, epsilon=epsilon, mem_size=mem_size,
                                 replay_batch=replay_batch, seed=context.seed, class_mask=context.class_mask,
                                 **context.template_kwargs())
+
+    @reg("vr-mcl", aliases=("vrmcl",), check=replay_within_memory)
+    def vr_mcl(*, model, context: StrategyContext, lr: NON_NEGATIVE_RATE = 0.25, alpha_init: RATE = 0.1,
+               s_momentum: FRACTION = 0.15, s_lr: RATE = 0.35, inner_batch_size: POSITIVE = 8,
+               meta_update_per_batch: POSITIVE = 1, mem_size: POSITIVE = 1000, replay_batch: COUNT = 32,
+               second_order: bool = True, grad_clip_norm: CLIP = 1.0):
+        """VR-MCL (Wu et al. 2024): La-MAML's learned rates and inner loop, a one-step-lagged copy of
+        the weights and a STORM momentum of the meta-gradient (see strategies/vrmcl.py)."""
+        from strategies.vrmcl import VarianceReducedMCL
+
+        return VarianceReducedMCL(model=model, lr=lr, alpha_init=alpha_init, s_momentum=s_momentum, s_lr=s_lr,
+                                  inner_batch_size=inner_batch_size, meta_update_per_batch=meta_update_per_batch,
+                                  mem_size=mem_size, replay_batch=replay_batch, second_order=second_order,
+                                  grad_clip_norm=grad_clip_norm, seed=context.seed, class_mask=context.class_mask,
+                                  **context.template_kwargs())

@@ -44,6 +44,7 @@ EXACT = "tests/strategies/test_exact_updates.py"
 MER = [f"{EXACT}::test_mer_updates_equal_the_papers_equations", "tests/strategies/test_mer.py"]
 LAMAML = [f"{EXACT}::test_lamaml_family_updates_equal_the_papers_equations", "tests/strategies/test_lamaml.py"]
 ER = ["tests/strategies/test_er.py"]
+VRMCL = [f"{EXACT}::test_vrmcl_updates_equal_the_papers_equations"]
 REPTILE = [f"{EXACT}::test_reptile_updates_equal_the_papers_equations"]
 MASK = ["tests/strategies/test_task_mask.py"]
 MEMORY = [f"{EXACT}::test_reservoir_memory_is_algorithm_r", "tests/strategies/test_memory.py", MER[0], LAMAML[0]]
@@ -77,20 +78,20 @@ MUTATIONS = [
       "[g * torch.relu(a) for g, a in zip(g_theta, self.alphas)]",
       "[g * a for g, a in zip(g_theta, self.alphas)]", LAMAML,
       "asynchronous weight update with alpha instead of relu(alpha)"),
-    m("lamaml-no-clipping", "strategies/lamaml.py",
+    m("lamaml-no-clipping", "strategies/functional.py",
       "factor = torch.clamp(max_norm / (norm + 1e-6), max=1.0)",
       "factor = torch.ones(())", LAMAML,
       "meta-gradients not clipped"),
-    m("lamaml-clip-not-capped", "strategies/lamaml.py",
+    m("lamaml-clip-not-capped", "strategies/functional.py",
       "factor = torch.clamp(max_norm / (norm + 1e-6), max=1.0)",
       "factor = max_norm / (norm + 1e-6)", LAMAML,
       "meta-gradients always scaled to the clipping norm (factor not capped at 1)"),
     m("lamaml-weight-clip-removed", "strategies/lamaml.py",
-      "        _clip(g_theta, self.grad_clip_norm)\n",
+      "        clip_joint_norm_(g_theta, self.grad_clip_norm)\n",
       "", LAMAML,
       "weight meta-gradient not clipped (alpha's still is)"),
     m("lamaml-alpha-clip-removed", "strategies/lamaml.py",
-      "                _clip(g_alpha, self.grad_clip_norm)\n",
+      "                clip_joint_norm_(g_alpha, self.grad_clip_norm)\n",
       "", LAMAML,
       "alpha meta-gradient not clipped (the weights' still is)"),
     m("lamaml-meta-batch-without-memory", "strategies/lamaml.py",
@@ -99,7 +100,7 @@ MUTATIONS = [
       "meta-loss on the incoming minibatch only (memory drawn but not used)"),
     m("lamaml-alpha-after-weights", "strategies/lamaml.py",
       """            if self.learn_lr:
-                _clip(g_alpha, self.grad_clip_norm)
+                clip_joint_norm_(g_alpha, self.grad_clip_norm)
                 torch._foreach_add_(self.alphas, g_alpha, alpha=-self.opt_lr)
             if self.sync_update:
                 torch._foreach_add_(self._params, g_theta, alpha=-self.opt_wt)
@@ -112,7 +113,7 @@ MUTATIONS = [
                 torch._foreach_add_(self._params, [g * torch.relu(a) for g, a in zip(g_theta, self.alphas)],
                                     alpha=-1.0)
             if self.learn_lr:
-                _clip(g_alpha, self.grad_clip_norm)
+                clip_joint_norm_(g_alpha, self.grad_clip_norm)
                 torch._foreach_add_(self.alphas, g_alpha, alpha=-self.opt_lr)
 """, LAMAML, "alpha updated after the weights (the weights use the old rates)"),
     m("lamaml-memory-before-steps", "strategies/lamaml.py",
@@ -322,6 +323,27 @@ MUTATIONS = [
       "        for _ in range(self.k):\n            if self.replay_batch and len(self.memory):",
       "        for _ in range(self.k):\n            if self.replay_batch and len(self.memory) and _ == 0:", REPTILE,
       "memory examples replayed in the first step only"),
+    # -- VR-MCL, strategies/vrmcl.py -------------------------------------------------------------
+    m("vrmcl-momentum-sign", "strategies/vrmcl.py",
+      "self.s_momentum * (v - gt)", "self.s_momentum * (gt - v)", VRMCL,
+      "the correction subtracts the wrong way: v_t = g_t + s_momentum (g~_t - v_{t-1})"),
+    m("vrmcl-lagged-after-update", "strategies/vrmcl.py",
+      "            copy_into(self.lagged, self._params)\n",
+      "", VRMCL, "theta_{t-1} never moves (the lagged copy stays at the experience's start)"),
+    m("vrmcl-alpha-main-path-only", "strategies/vrmcl.py",
+      "g_alpha = [a + b for a, b in zip(g_alpha, lagged_grads[n:])]",
+      "g_alpha = list(g_alpha)", VRMCL, "the rates learn from the theta_t path alone"),
+    m("vrmcl-relu-rates", "strategies/vrmcl.py",
+      "look_ahead_meta_loss(self.model, self._names, weights, self.alphas,",
+      "look_ahead_meta_loss(self.model, self._names, weights, [torch.relu(a) for a in self.alphas],", VRMCL,
+      "inner steps with relu(alpha) (La-MAML's MNIST rule) instead of alpha"),
+    m("vrmcl-no-inner-clamp", "strategies/vrmcl.py",
+      "                                        clamp=self.grad_clip_norm)",
+      "                                        clamp=None)", VRMCL, "inner gradients not clamped"),
+    m("vrmcl-plain-momentum", "strategies/vrmcl.py",
+      "torch._foreach_add_(self._params, self.momentum, alpha=-self.s_lr)",
+      "torch._foreach_add_(self._params, g_theta, alpha=-self.s_lr)", VRMCL,
+      "the weights step along g_t, not the variance-reduced v_t"),
 ]
 
 

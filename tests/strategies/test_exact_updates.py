@@ -384,3 +384,76 @@ def test_reptile_updates_equal_the_papers_equations():
     _check_memory(s, memory, x, y)
     _check_params(s, expected)
     assert s.report().inner_steps == 2 * hp["k"]
+
+
+# -- VR-MCL ---------------------------------------------------------------------------
+def _expected_vrmcl(*, lr, alpha_init, s_momentum, s_lr, chunk, passes, k, mem_size, clip, second_order):
+    """Per minibatch, ``passes`` times: support = the minibatch shuffled, query = minibatch +
+    k memory draws; from theta (and from the lagged theta_prev, same alpha) inner steps
+    phi -= alpha * clamp(grad L(chunk; phi), -clip, clip) over chunks of the support, the query
+    loss after each, L = their mean; g = clip(grad_theta L), g~ = clip(grad_prev L~),
+    g_alpha = clip(clip(grad_alpha L) + grad_alpha L~); theta_prev = theta; alpha -= lr g_alpha;
+    v = g (first) or g + s_momentum (v - g~); theta -= s_lr v. Then the minibatch enters the memory."""
+    x, y = _data()
+    xd = x.double()
+    theta = _initial_params()
+    prev = [p.clone() for p in theta]  # the experience starts: theta_prev = theta
+    alpha = [torch.full_like(p, alpha_init) for p in theta]
+    v = None
+    memory = _AlgorithmR(mem_size)
+    order = torch.Generator().manual_seed(SEED)
+    corrections = []
+    for start in range(0, N, BATCH):
+        batch = torch.arange(start, min(start + BATCH, N))
+        for _ in range(passes):
+            support = batch[torch.randperm(len(batch), generator=order)].tolist()
+            query = batch.tolist() + memory.draw(k)
+            al = [a.clone().requires_grad_() for a in alpha]
+
+            def path(weights):
+                fast, losses = weights, []
+                for c in range(0, len(support), chunk):
+                    rows = support[c:c + chunk]
+                    inner = torch.autograd.grad(_loss(fast, xd[rows], y[rows]), fast, create_graph=second_order)
+                    fast = [w - a * g.clamp(-clip, clip) for w, a, g in zip(fast, al, inner)]
+                    losses.append(_loss(fast, xd[query], y[query]))
+                return torch.stack(losses).mean()
+
+            th = [p.clone().requires_grad_() for p in theta]
+            pv = [p.clone().requires_grad_() for p in prev]
+            grads = torch.autograd.grad(path(th), th + al)
+            g, _ = _clipped(grads[:len(th)], clip)
+            g_alpha_main, _ = _clipped(grads[len(th):], clip)
+            lagged = torch.autograd.grad(path(pv), pv + al)
+            g_tilde, _ = _clipped(lagged[:len(th)], clip)
+            g_alpha, _ = _clipped([a + b for a, b in zip(g_alpha_main, lagged[len(th):])], clip)
+            with torch.no_grad():
+                prev = [p.clone() for p in theta]
+                alpha = [a - lr * ga for a, ga in zip(alpha, g_alpha)]
+                if v is None:
+                    v = g
+                else:
+                    corrections.append(max(float((vv - gt).abs().max()) for vv, gt in zip(v, g_tilde)))
+                    v = [gg + s_momentum * (vv - gt) for gg, vv, gt in zip(g, v, g_tilde)]
+                theta = [p - s_lr * vv for p, vv in zip(theta, v)]
+        for i in batch.tolist():
+            memory.offer(i)
+    assert corrections and max(corrections) > 1e-3  # the variance-reduction term acted
+    return theta, alpha, memory
+
+
+@pytest.mark.parametrize("second_order", [False, True], ids=["first-order", "second-order"])
+def test_vrmcl_updates_equal_the_papers_equations(second_order):
+    hp = dict(lr=3.0, alpha_init=0.05, s_momentum=0.3, s_lr=0.2, chunk=2, passes=2, k=3, mem_size=5, clip=0.5,
+              second_order=second_order)
+    s = _train("vr-mcl", False, lr=hp["lr"], alpha_init=hp["alpha_init"], s_momentum=hp["s_momentum"],
+               s_lr=hp["s_lr"], inner_batch_size=hp["chunk"], meta_update_per_batch=hp["passes"],
+               replay_batch=hp["k"], mem_size=hp["mem_size"], grad_clip_norm=hp["clip"], second_order=second_order)
+    theta, alpha, memory = _expected_vrmcl(**hp)
+    x, y = _data()
+    _check_memory(s, memory, x, y)
+    _check_params(s, theta)
+    for a, e in zip(s.alphas, alpha):
+        assert torch.allclose(a.detach().double(), e, atol=1e-5, rtol=0), (a - e).abs().max()
+    assert s.report().inner_steps == 2 * 2 * 2 * 2  # minibatches x passes x chunks x (theta and lagged paths)
+    assert any(bool((e < 0).any()) for e in alpha)  # some rates went below zero: the inner steps use alpha itself

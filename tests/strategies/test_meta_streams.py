@@ -15,6 +15,7 @@ META = {
     "la-maml": {"glances": 2},
     "sync-la-maml": {"glances": 2},
     "reptile": {"inner_steps": 2, "replay_batch": 3},
+    "vr-mcl": {"inner_batch_size": 5, "mem_size": 100, "replay_batch": 5, "second_order": False},
 }
 
 
