@@ -27,6 +27,16 @@ For every incoming minibatch, ``glances`` times (official ``model/lamaml.py``):
    (Eq. 8, La-MAML), or synchronous ``theta <- theta - opt_wt * grad_theta`` (C-MAML,
    Sync-La-MAML).
 
+La-MAML's CIFAR code (``model/lamaml_cifar.py``) differs from the MNIST code in three ways,
+each a parameter here (the MNIST form is the default): ``inner_rate: alpha`` takes the inner
+steps with alpha itself instead of relu(alpha); ``clamp_inner: true`` clamps each inner gradient
+elementwise to ``grad_clip_norm`` (the CIFAR code uses the clamp's result; the MNIST code
+discards it); ``inner_chunks: n`` cuts the minibatch into n chunks of ceil(batch / n) examples,
+one inner step and one meta-loss per chunk (the official ``cifar_batches``). Its run scripts
+also take second-order meta-gradients and clip at 1.0 (``second_order``, ``grad_clip_norm``).
+The CIFAR code can replay from old tasks only (``--use_old_task_memory``), but none of the
+official commands sets that flag, so the reservoir is replayed whole there as here.
+
 Deviations from the official code, none of which changes the algorithm: memory examples of a
 meta-batch are drawn without replacement (the official code reshuffles per draw, which can
 repeat one); the reservoir uses Vitter's Algorithm R exactly (the official
@@ -72,9 +82,12 @@ class LookAheadMAML(SingleThreadedExperiences, OutputsWithoutGraph, _meta_templa
                  learn_lr: bool, sync_update: bool, glances: int, mem_size: int, replay_batch: int,
                  second_order: bool = False, grad_clip_norm: float = 2.0, seed: int = 0,
                  class_mask: torch.Tensor | None = None, fast_path: bool = True, meta_loss: str = "every-step",
+                 inner_rate: str = "relu", clamp_inner: bool = False, inner_chunks: int = 0,
                  **template_kwargs: Any):
         if meta_loss not in ("every-step", "final"):
             raise ValueError(f"meta_loss must be 'every-step' or 'final', got {meta_loss!r}")
+        if inner_rate not in ("relu", "alpha"):
+            raise ValueError(f"inner_rate must be 'relu' or 'alpha', got {inner_rate!r}")
         super().__init__(model=model, optimizer=torch.optim.SGD(model.parameters(), lr=opt_wt), **template_kwargs)
         self.alpha_init, self.opt_lr, self.opt_wt = alpha_init, opt_lr, opt_wt
         self.learn_lr, self.sync_update, self.glances = learn_lr, sync_update, glances
@@ -89,6 +102,7 @@ class LookAheadMAML(SingleThreadedExperiences, OutputsWithoutGraph, _meta_templa
         self.alphas = [torch.full_like(p, alpha_init, requires_grad=True) for p in self._params]
         self.fast_path = fast_path
         self.final_meta_loss = meta_loss == "final"
+        self.inner_rate, self.clamp_inner, self.inner_chunks = inner_rate, clamp_inner, inner_chunks
         self._backend: CompiledLaMAML | None = None  # the compiled backend where it applies
         self.backend_used: str | None = None  # which implementation ran the last glance
 
@@ -131,7 +145,13 @@ class LookAheadMAML(SingleThreadedExperiences, OutputsWithoutGraph, _meta_templa
         self._names, self._params = names, params
         example = self.experience.dataset[0][0]
         self._backend = (CompiledLaMAML.for_model(self.model, self._params, tuple(example.shape), self._mask)
-                         if self.fast_path and not self.second_order and example.dtype == torch.float32 else None)
+                         if self.fast_path and self._mnist_form and example.dtype == torch.float32 else None)
+
+    @property
+    def _mnist_form(self) -> bool:
+        """The official MNIST code's glance (first order, relu rates, unclamped single-example
+        steps): the one the compiled backend runs."""
+        return not self.second_order and self.inner_rate == "relu" and not self.clamp_inner and not self.inner_chunks
 
     def _inner_updates(self, **kwargs):
         losses = []
@@ -153,7 +173,8 @@ class LookAheadMAML(SingleThreadedExperiences, OutputsWithoutGraph, _meta_templa
             bx, by, bt = torch.cat([mx, x]), torch.cat([my, y]), torch.cat([mt, t])
         else:
             bx, by, bt = x, y, t
-        evaluations = 1 if self.final_meta_loss else len(y)
+        chunk = -(-len(y) // self.inner_chunks) if self.inner_chunks else 1  # ceil(batch / cifar_batches)
+        evaluations = 1 if self.final_meta_loss else len(range(0, len(y), chunk))
         self.meta_losses += evaluations
         self.meta_examples += evaluations * len(by)
 
@@ -172,11 +193,14 @@ class LookAheadMAML(SingleThreadedExperiences, OutputsWithoutGraph, _meta_templa
             if remember:  # the memory is not read again in this glance: one call, same draws, same order
                 self.memory.add(x, y, t)
             return torch.tensor(meta_loss)
-        rates = [torch.relu(a) for a in self.alphas] if (self.learn_lr or not self.sync_update) else \
-            [self.alpha_init] * len(self.alphas)
+        if not (self.learn_lr or not self.sync_update):
+            rates = [self.alpha_init] * len(self.alphas)
+        else:
+            rates = [torch.relu(a) for a in self.alphas] if self.inner_rate == "relu" else list(self.alphas)
         meta_loss = look_ahead_meta_loss(self.model, self._names, self._params, rates, (x, y, t), (bx, by, bt),
                                          mask=self._mask, second_order=self.second_order,
-                                         after_inner_step=after_inner_step, final_only=self.final_meta_loss)
+                                         after_inner_step=after_inner_step, final_only=self.final_meta_loss,
+                                         chunk=chunk, clamp=self.grad_clip_norm if self.clamp_inner else None)
         wrt = self._params + (self.alphas if self.learn_lr else [])
         grads = torch.autograd.grad(meta_loss, wrt, allow_unused=True)
         grads = [torch.zeros_like(w) if g is None else g for w, g in zip(wrt, grads)]

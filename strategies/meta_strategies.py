@@ -5,7 +5,9 @@ Defaults are the official MNIST settings for a memory of 200 (DESIGN.md): MER as
 Permutations (lr 0.03, beta 0.03, gamma 1.0, replay 10, 10 batches per example); La-MAML
 opt_lr 0.3, alpha_init 0.15; C-MAML opt_wt 0.1, alpha_init 0.1 (Rotations; 0.03 for
 Permutations); Sync-La-MAML opt_lr 0.1, opt_wt 0.1, alpha_init 0.15; glances 5, replay 10;
-first-order meta-gradients and clipping norm 2.0 (the official parser's defaults). Reptile's
+first-order meta-gradients and clipping norm 2.0 (the official parser's defaults); the MNIST
+code's glance (``inner_rate: relu``, no inner clamp, one example per inner step), with the CIFAR
+code's as options (``inner_rate: alpha``, ``clamp_inner``, ``inner_chunks``). Reptile's
 defaults are ours (:mod:`strategies.reptile`); VR-MCL's are the official README's CIFAR-100
 command (:mod:`strategies.vrmcl`).
 """
@@ -27,6 +29,8 @@ POSITIVE = Annotated[int, Range(ge=1)]
 COUNT = Annotated[int, Range(ge=0)]
 # La-MAML's meta-loss: after every inner step (official code) or once after the last (paper, Alg. 1)
 META_LOSS = Annotated[str, Choice("every-step", "final")]
+# La-MAML's CIFAR code (strategies/lamaml.py): inner steps with alpha itself, the inner clamp applied, chunks
+INNER_RATE = Annotated[str, Choice("relu", "alpha")]
 
 
 def _mer_check(hp: dict) -> None:
@@ -63,29 +67,36 @@ def register_meta_strategies(registry: Registry) -> None:
     @reg("c-maml", aliases=("online-maml", "cmaml"), check=replay_within_memory)
     def c_maml(*, model, context: StrategyContext, opt_wt: RATE = 0.1, alpha_init: RATE = 0.1,
                glances: POSITIVE = 5, mem_size: POSITIVE = 200, replay_batch: COUNT = 10,
-               second_order: bool = False, grad_clip_norm: CLIP = 2.0, meta_loss: META_LOSS = "every-step"):
+               second_order: bool = False, grad_clip_norm: CLIP = 2.0, meta_loss: META_LOSS = "every-step",
+               inner_rate: INNER_RATE = "relu", clamp_inner: bool = False, inner_chunks: COUNT = 0):
         """Continual MAML (Gupta et al. 2020): fixed inner rate, synchronous SGD meta-update."""
         return _lamaml(model, context, alpha_init=alpha_init, opt_lr=0.0, opt_wt=opt_wt, learn_lr=False,
                        sync_update=True, glances=glances, mem_size=mem_size, replay_batch=replay_batch,
-                       second_order=second_order, grad_clip_norm=grad_clip_norm, meta_loss=meta_loss)
+                       second_order=second_order, grad_clip_norm=grad_clip_norm, meta_loss=meta_loss,
+                       inner_rate=inner_rate, clamp_inner=clamp_inner, inner_chunks=inner_chunks)
 
     @reg("la-maml", aliases=("lamaml",), check=replay_within_memory)
     def la_maml(*, model, context: StrategyContext, opt_lr: NON_NEGATIVE_RATE = 0.3, alpha_init: RATE = 0.15,
                 learn_lr: bool = True, glances: POSITIVE = 5, mem_size: POSITIVE = 200, replay_batch: COUNT = 10,
-                second_order: bool = False, grad_clip_norm: CLIP = 2.0, meta_loss: META_LOSS = "every-step"):
+                second_order: bool = False, grad_clip_norm: CLIP = 2.0, meta_loss: META_LOSS = "every-step",
+                inner_rate: INNER_RATE = "relu", clamp_inner: bool = False, inner_chunks: COUNT = 0):
         """La-MAML (Gupta et al. 2020): learned per-parameter rates, asynchronous update."""
         return _lamaml(model, context, alpha_init=alpha_init, opt_lr=opt_lr, opt_wt=0.0, learn_lr=learn_lr,
                        sync_update=False, glances=glances, mem_size=mem_size, replay_batch=replay_batch,
-                       second_order=second_order, grad_clip_norm=grad_clip_norm, meta_loss=meta_loss)
+                       second_order=second_order, grad_clip_norm=grad_clip_norm, meta_loss=meta_loss,
+                       inner_rate=inner_rate, clamp_inner=clamp_inner, inner_chunks=inner_chunks)
 
     @reg("sync-la-maml", aliases=("sync-lamaml",), check=replay_within_memory)
     def sync_la_maml(*, model, context: StrategyContext, opt_lr: NON_NEGATIVE_RATE = 0.1, opt_wt: RATE = 0.1,
                      alpha_init: RATE = 0.15, glances: POSITIVE = 5, mem_size: POSITIVE = 200,
-                     replay_batch: COUNT = 10, second_order: bool = False, grad_clip_norm: CLIP = 2.0, meta_loss: META_LOSS = "every-step"):
+                     replay_batch: COUNT = 10, second_order: bool = False, grad_clip_norm: CLIP = 2.0,
+                     meta_loss: META_LOSS = "every-step", inner_rate: INNER_RATE = "relu", clamp_inner: bool = False,
+                     inner_chunks: COUNT = 0):
         """Sync-La-MAML (Gupta et al. 2020): learned rates, synchronous SGD weight update."""
         return _lamaml(model, context, alpha_init=alpha_init, opt_lr=opt_lr, opt_wt=opt_wt, learn_lr=True,
                        sync_update=True, glances=glances, mem_size=mem_size, replay_batch=replay_batch,
-                       second_order=second_order, grad_clip_norm=grad_clip_norm, meta_loss=meta_loss)
+                       second_order=second_order, grad_clip_norm=grad_clip_norm, meta_loss=meta_loss,
+                       inner_rate=inner_rate, clamp_inner=clamp_inner, inner_chunks=inner_chunks)
 
     @reg("reptile", aliases=("continual-reptile",), check=replay_within_memory)
     def reptile(*, model, context: StrategyContext, lr: RATE = 0.1, inner_steps: POSITIVE = 5,

@@ -45,6 +45,7 @@ MER = [f"{EXACT}::test_mer_updates_equal_the_papers_equations", "tests/strategie
 LAMAML = [f"{EXACT}::test_lamaml_family_updates_equal_the_papers_equations", "tests/strategies/test_lamaml.py"]
 ER = ["tests/strategies/test_er.py"]
 VRMCL = [f"{EXACT}::test_vrmcl_updates_equal_the_papers_equations"]
+LAMAML_CIFAR = [f"{EXACT}::test_lamaml_cifar_form_equals_the_official_cifar_code"]
 REPTILE = [f"{EXACT}::test_reptile_updates_equal_the_papers_equations"]
 MASK = ["tests/strategies/test_task_mask.py"]
 MEMORY = [f"{EXACT}::test_reservoir_memory_is_algorithm_r", "tests/strategies/test_memory.py", MER[0], LAMAML[0]]
@@ -344,6 +345,17 @@ MUTATIONS = [
       "torch._foreach_add_(self._params, self.momentum, alpha=-self.s_lr)",
       "torch._foreach_add_(self._params, g_theta, alpha=-self.s_lr)", VRMCL,
       "the weights step along g_t, not the variance-reduced v_t"),
+    # -- La-MAML's CIFAR form, strategies/lamaml.py ------------------------------------------------
+    m("lamaml-cifar-chunk-size", "strategies/lamaml.py",
+      "chunk = -(-len(y) // self.inner_chunks) if self.inner_chunks else 1",
+      "chunk = self.inner_chunks if self.inner_chunks else 1", LAMAML_CIFAR,
+      "cifar_batches read as the chunk size instead of the number of chunks"),
+    m("lamaml-cifar-clamp-ignored", "strategies/lamaml.py",
+      "clamp=self.grad_clip_norm if self.clamp_inner else None)", "clamp=None)", LAMAML_CIFAR,
+      "the inner clamp discarded, as in the MNIST code"),
+    m("lamaml-cifar-relu-rates", "strategies/lamaml.py",
+      'if self.inner_rate == "relu" else list(self.alphas)', 'if True else list(self.alphas)', LAMAML_CIFAR,
+      "inner steps with relu(alpha) in the CIFAR form"),
 ]
 
 
