@@ -36,6 +36,8 @@ from benchmark.messages import closest
 from benchmark.models import BACKBONES, INITS
 from benchmark.settings import DEVICES, MAX_NAME_BYTES, MAX_SEED, defaults, keys
 from benchmark.spec_keys import NOT_IN_RUN_ID, SCENARIO_NOT_IN_RUN_ID
+from benchmark.targets import Target, TargetError
+from benchmark.targets import parse as parse_targets
 
 # the keys and defaults of benchmark.settings.SETTINGS (what `clbench list` shows); settings that
 # do not change results stay out of the run id (and the report's groups):
@@ -98,7 +100,8 @@ class RunSpec:
         return {
             "scenario": self.scenario,
             "scenario_params": {k: v for k, v in self.scenario_params.items() if k not in SCENARIO_NOT_IN_RUN_ID},
-            "strategy": self.strategy, "hparams": self.hparams, "seed": self.seed,
+            "strategy": self.strategy, "hparams": strategies.recorded_hparams(self.strategy, self.hparams),
+            "seed": self.seed,
             "train": {k: v for k, v in self.train.items() if k not in NOT_IN_RUN_ID},
             "model": self.model,
         }
@@ -130,6 +133,7 @@ class Experiment:
     scenarios: tuple[tuple[str, dict[str, Any]], ...]
     strategies: tuple[tuple[str, dict[str, Any]], ...]
     source: dict[str, Any] = field(default_factory=dict)
+    targets: tuple[Target, ...] = ()  # published figures the report shows beside the measured ones
 
     def specs(self) -> list[RunSpec]:
         """Every (scenario x strategy x seed), in that nesting order."""
@@ -250,7 +254,7 @@ def apply_override(raw: dict[str, Any], item: str) -> None:
     head = parts[0]
     if head not in TOP_KEYS:
         raise ConfigError(f"--set key '{key}' does not exist{closest(head, TOP_KEYS)}; top-level keys: {', '.join(TOP_KEYS)}")
-    if head in ("name", "seeds", "description"):
+    if head in ("name", "seeds", "description", "targets"):
         if len(parts) != 1:
             raise ConfigError(f"--set key '{key}' does not exist; '{head}' has no sub-keys")
         raw[head] = value
@@ -357,7 +361,11 @@ def validate(raw: dict[str, Any], *, where: str = "config") -> Experiment:
             if key in seen:
                 raise ConfigError(f"{where}: the {kind} '{e[0]}' is listed twice with the same parameters")
             seen.add(key)
-    return Experiment(name.strip(), tuple(seeds), train, model, scs, sts, source=raw)
+    try:
+        goals = parse_targets(raw.get("targets"), scenarios=[sc for sc, _ in scs], strategies=sts, where=where)
+    except TargetError as exc:
+        raise ConfigError(str(exc)) from None
+    return Experiment(name.strip(), tuple(seeds), train, model, scs, sts, source=raw, targets=goals)
 
 
 def _section(raw, key, defaults, where):

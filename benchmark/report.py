@@ -48,6 +48,9 @@ from benchmark.tables import (
     to_latex,
     to_markdown,
 )
+from benchmark.targets import Target
+from benchmark.targets import from_config_text as targets_in
+from benchmark.targets import rows as target_rows
 from benchmark.tidy import average_accuracy_table, long_table, matrix_table
 
 _DEFINED_AS = {
@@ -100,6 +103,7 @@ class ScenarioSection:
     section_id: str = ""
     slug: str = ""
     setting: str = ""
+    targets: list[dict[str, Any]] = field(default_factory=list)  # benchmark.targets.rows
 
 
 @dataclass(frozen=True)
@@ -125,6 +129,7 @@ class ReportContent:
     unreadable: list[BadRecord]
     n_runs: int
     records: list[dict[str, Any]] = field(default_factory=list)
+    target_notes: list[str] = field(default_factory=list)  # targets of the kept configs that were skipped
 
 
 def slug(text: str) -> str:
@@ -246,6 +251,9 @@ def collect(root: str | Path, *, scanned: tuple[list[dict[str, Any]], list[BadRe
         text = config_file.read_text(encoding="utf-8", errors="replace") if config_file.is_file() else ""
         title = _config_name(text, store.root.resolve().name)
     by_run = {r.get("run_id"): r for r in records}
+    goals, target_notes = _targets(configs)
+    config_ids = dict(zip(long["run_id"], long["config_id"])) if len(long) else {}
+    units = {m: 100.0 if METRIC_INFO[m][2] else 1.0 for m in METRICS}
     heads = long.drop_duplicates("section_id").sort_values("section", kind="stable")
     section_slugs = unique_slugs(dict(zip(heads["section_id"], heads["section"])))
     sections = []
@@ -254,6 +262,9 @@ def collect(root: str | Path, *, scanned: tuple[list[dict[str, Any]], list[BadRe
         table = comparison(long, sid)
         sec = ScenarioSection(label, table, scenario=str(head["scenario"]), section_id=sid, slug=stem,
                               setting=_setting_text(by_run.get(head["run_id"]) or {}))
+        in_section = [r for r in records if config_ids.get(r.get("run_id")) in set(table["config_id"])]
+        sec.targets = target_rows(goals, table.to_dict("records"), config_ids, in_section, scenario=sec.scenario,
+                                  units=units)
         m = matrices[matrices["section_id"] == sid]
         c = curves[curves["section_id"] == sid] if len(curves) else curves
         if len(m):
@@ -279,8 +290,40 @@ def collect(root: str | Path, *, scanned: tuple[list[dict[str, Any]], list[BadRe
         title=title, generated=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         versions=_distinct([r.get("versions") for r in records]), machines=_distinct([r.get("machine") for r in records]),
         configs=configs, sections=sections, failed=failed, unreadable=bad, n_runs=len(records),
-        records=records,
+        records=records, target_notes=target_notes,
     )
+
+
+def _targets(configs: list[SavedConfig]) -> tuple[list[Target], list[str]]:
+    """The reproduction targets of the kept configs (once each), and a line per entry skipped."""
+    import yaml
+
+    found: list[Target] = []
+    notes: list[str] = []
+    for conf in configs:
+        try:
+            raw = yaml.safe_load(conf.text)
+        except yaml.YAMLError:
+            continue  # not the report's to judge: the config is shown as it is
+        goals, problems = targets_in(raw)
+        found += [g for g in goals if g not in found]
+        notes += [f"{conf.key}: {p}" for p in problems]
+    return found, notes
+
+
+def _number(value: float, digits: int = 2) -> str:
+    return "" if value is None or math.isnan(value) else f"{value:.{digits}f}"
+
+
+def _target_cells(row: dict[str, Any]) -> list[str]:
+    """strategy, metric, target, measured (mean ± std over seeds), difference, source."""
+    measured = "no run" if math.isnan(row["measured"]) else _number(row["measured"]) + (
+        f" ± {_number(row['std'])}" if not math.isnan(row["std"]) else "") + f" ({row['seeds']} seeds)"
+    diff = "" if math.isnan(row["difference"]) else f"{row['difference']:+.2f}"
+    return [row["strategy"], METRIC_INFO[row["metric"]][0], _number(row["target"]), measured, diff, row["source"]]
+
+
+TARGET_HEADERS = ["Strategy", "Metric", "Target", "Measured", "Difference", "Source"]
 
 
 def _figure_maker(folder: Path) -> Callable[..., PlotFile]:
@@ -328,9 +371,16 @@ def render_markdown(c: ReportContent) -> str:
         if sec.setting:
             out += [f"Setting: {sec.setting} (section `{sec.section_id}`)", ""]
         out += [to_markdown(sec.table), ""]
+        if sec.targets:
+            out += ["Reproduction targets (measured minus target in the Difference column):", "",
+                    "| " + " | ".join(TARGET_HEADERS) + " |", "|" + "---|" * len(TARGET_HEADERS)]
+            out += ["| " + " | ".join(str(c).replace("|", "/") for c in _target_cells(t)) + " |" for t in sec.targets]
+            out.append("")
         for f in sec.figures:
             out += [f"![{f.caption}](plots/{f.stem}.png)", ""]
     out += ["## Metrics", ""] + [f"- **{k}**: {v}" for k, v in DEFINITIONS] + [""] + [f"- {n}" for n in NOTES] + [""]
+    if c.target_notes:
+        out += ["Reproduction targets skipped:", ""] + [f"- {n}" for n in c.target_notes] + [""]
     out += ["## Failed runs", ""]
     if c.failed:
         out += ["| run | strategy | scenario | seed | error |", "|---|---|---|---|---|"]
@@ -430,7 +480,15 @@ def render_html(c: ReportContent) -> str:
         parts.append(f"<h2>{_e(sec.label)}</h2>")
         if sec.setting:
             parts.append(f'<p class="note">Setting: {_e(sec.setting)} (section <code>{_e(sec.section_id)}</code>)</p>')
-        parts += [_html_table(sec.table), '<div class="figs">']
+        parts.append(_html_table(sec.table))
+        if sec.targets:
+            head = "".join(f'<th scope="col">{_e(h)}</th>' for h in TARGET_HEADERS)
+            body = "".join("<tr>" + "".join(f"<td>{_e(x)}</td>" for x in _target_cells(t)) + "</tr>"
+                           for t in sec.targets)
+            parts.append('<p class="note">Reproduction targets (measured minus target in the Difference column):</p>'
+                         f'<div class="scroll"><table class="targets"><thead><tr>{head}</tr></thead>'
+                         f"<tbody>{body}</tbody></table></div>")
+        parts.append('<div class="figs">')
         for f in sec.figures:
             data = base64.b64encode(f.png).decode("ascii")
             parts.append(f'<figure><img alt="{_e(f.caption)}" src="data:image/png;base64,{data}">'
@@ -438,6 +496,10 @@ def render_html(c: ReportContent) -> str:
         parts.append("</div>")
     parts += ["<h2>Metrics</h2><ul>"] + [f"<li><b>{_e(k)}</b>: {_e(v)}</li>" for k, v in DEFINITIONS] + ["</ul>"]
     parts += ['<ul class="note">'] + [f"<li>{_e(n)}</li>" for n in NOTES] + ["</ul>"]
+    if c.target_notes:
+        parts.append('<p class="note">Reproduction targets skipped:</p><ul>')
+        parts += [f"<li>{_e(n)}</li>" for n in c.target_notes]
+        parts.append("</ul>")
     parts.append("<h2>Failed runs</h2>")
     if c.failed:
         parts.append('<div class="scroll"><table class="sortable"><thead><tr><th>Run</th><th>Strategy</th>'

@@ -48,6 +48,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("", "strategies", "non-empty list of {name: <strategy>, <hyperparameter>: value}", None,
             "the strategies; see 'strategies:' below for each one's hyperparameters", "required"),
     Setting("", "description", "string", None, "free text kept with the config", "none"),
+    Setting("", "targets", "list of {scenario, strategy, [hparams], metric, value, source}", [],
+            "published figures to reproduce; the report shows each beside the measured value "
+            "(value in the report's units: % for accuracies)"),
     Setting("train", "batch_size", "integer >= 1", 10, "incoming examples per training iteration"),
     Setting("train", "epochs", "integer >= 1", 1, "passes over each task's training data (1: a single pass)"),
     Setting("train", "eval_batch_size", "integer >= 1", 1000, "examples per forward pass when evaluating"),

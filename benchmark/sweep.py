@@ -221,6 +221,9 @@ def resolved_config(experiment: Experiment) -> dict[str, Any]:
     out.update(seeds=list(experiment.seeds), train=dict(experiment.train), model=dict(experiment.model),
                scenarios=[{"name": name, **params} for name, params in experiment.scenarios],
                strategies=[{"name": name, **hparams} for name, hparams in experiment.strategies])
+    if experiment.targets:
+        out["targets"] = [{"scenario": t.scenario, "strategy": t.strategy, **({"hparams": t.hparams} if t.hparams else {}),
+                           "metric": t.metric, "value": t.value, "source": t.source} for t in experiment.targets]
     return _plain(out)
 
 

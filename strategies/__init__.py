@@ -40,6 +40,11 @@ def resolve(name: str, hparams: dict | None = None) -> tuple[str, dict]:
     return REGISTRY.resolve(name, hparams)
 
 
+def recorded_hparams(name: str, hparams: dict) -> dict:
+    """The hyperparameters that identify a run (:meth:`Registry.recorded`)."""
+    return REGISTRY.recorded(name, hparams)
+
+
 def build(name: str, *, model, context: StrategyContext, **hparams):
     """The Avalanche strategy ``name`` for ``model``."""
     return REGISTRY.build(name, model=model, context=context, **hparams)
@@ -51,5 +56,5 @@ def load_plugin(path) -> list[str]:
 
 
 __all__ = ["StrategyContext", "StrategyReport", "Reports", "Checkpoints", "WholeStream", "StrategyError", "Choice", "HParam", "Range", "ReservoirMemory", "Registry",
-           "StrategyDef", "ENTRY_POINT_GROUP", "normalise", "REGISTRY", "register", "available", "resolve",
+           "StrategyDef", "ENTRY_POINT_GROUP", "normalise", "REGISTRY", "register", "available", "resolve", "recorded_hparams",
            "build", "load_plugin"]

@@ -8,7 +8,8 @@ from typing import Annotated
 import torch
 
 from strategies.context import StrategyContext
-from strategies.hparams import MAX_RATE, Choice, Range, replay_within_memory
+from strategies.errors import StrategyError
+from strategies.hparams import MAX_RATE, AddedLater, Choice, Range, replay_within_memory
 from strategies.memory import ReservoirMemory
 from strategies.registry import Registry
 
@@ -72,6 +73,13 @@ class TaskLabelTolerant(torch.nn.Module):
         return self.model(x)
 
 
+def _er_check(hp: dict) -> None:
+    replay_within_memory(hp)
+    if hp["glances"] > 1 and (hp["per_example"] or hp["momentum"]):
+        raise StrategyError("strategy 'er': glances > 1 is the minibatch ER without momentum (La-MAML's eralg4.py); "
+                            "set per_example: false and momentum: 0, or glances: 1")
+
+
 def register_baselines(registry: Registry) -> None:
     """Register the Avalanche baselines into ``registry``."""
     reg = registry.register
@@ -83,14 +91,24 @@ def register_baselines(registry: Registry) -> None:
 
         return Naive(model=model, optimizer=_sgd(model, lr, momentum), **context.template_kwargs())
 
-    @reg("er", aliases=("experience-replay",), check=replay_within_memory)
+    @reg("er", aliases=("experience-replay",), check=_er_check)
     def er(*, model, context: StrategyContext, lr: LR = 0.1, mem_size: POSITIVE = 200,
-           replay_batch: POSITIVE = 10, momentum: MOMENTUM = 0.0, per_example: bool = False):
+           replay_batch: POSITIVE = 10, momentum: MOMENTUM = 0.0, per_example: bool = False,
+           glances: Annotated[int, Range(ge=1), AddedLater()] = 1):
         """Experience replay with a reservoir memory updated online: one SGD step per minibatch
         joined with replay_batch memory examples (Chaudhry et al. 2019), or with ``per_example``
-        one step per incoming example, MER's ER baseline (Riemer et al. 2019, Alg. 4, eralg4.py)."""
+        one step per incoming example, MER's ER baseline (Riemer et al. 2019, Alg. 4, eralg4.py).
+        ``glances`` > 1 (minibatch ER only): that many steps per minibatch, each with a fresh
+        memory draw, the memory updated after them: La-MAML's CIFAR ER (its eralg4.py with
+        ``--glances``), which is continual Reptile with epsilon 1 and is run as that."""
         from avalanche.training import Naive
 
+        if glances > 1:
+            from strategies.reptile import ContinualReptile
+
+            return ContinualReptile(model=model, lr=lr, inner_steps=glances, epsilon=1.0, mem_size=mem_size,
+                                    replay_batch=replay_batch, seed=context.seed, class_mask=context.class_mask,
+                                    **context.template_kwargs())
         if per_example:
             from strategies.er import PerExampleReplay
 

@@ -66,6 +66,14 @@ class Choice:
 
 
 @dataclass(frozen=True)
+class AddedLater:
+    """Marks a hyperparameter added to a strategy after runs of it were recorded
+    (``Annotated[bool, AddedLater()]``): at its default it is left out of what identifies a run
+    (the run id and the record's hyperparameters, :meth:`Registry.recorded`), so that earlier
+    runs keep their ids, resume, and share their rows with new runs of the same setting."""
+
+
+@dataclass(frozen=True)
 class HParam:
     """One declared hyperparameter."""
 
@@ -74,6 +82,7 @@ class HParam:
     default: Any
     range: Range | None = None
     choice: Choice | None = None
+    added_later: bool = False
 
     @property
     def kind(self) -> str:
@@ -150,14 +159,16 @@ def declared(factory: Callable[..., Any], *, owner: str) -> tuple[HParam, ...]:
             )
         hint = hints.get(p.name, type(p.default))
         rng = choice = None
+        later = False
         if typing.get_origin(hint) is typing.Annotated:
             base, *extras = typing.get_args(hint)
             rng = next((e for e in extras if isinstance(e, Range)), None)
             choice = next((e for e in extras if isinstance(e, Choice)), None)
+            later = any(isinstance(e, AddedLater) for e in extras)
             hint = base
         if hint not in (int, float, bool, str):
             raise StrategyError(f"strategy '{owner}': hyperparameter '{p.name}' must be int, float, bool or str")
-        hp = HParam(p.name, hint, p.default, rng, choice)
+        hp = HParam(p.name, hint, p.default, rng, choice, later)
         try:  # a default is a value like any other: of its type, in its range
             hp.check(p.default, owner=owner)
         except StrategyError as exc:

@@ -18,7 +18,7 @@ from typing import Annotated
 
 from strategies.context import StrategyContext
 from strategies.errors import StrategyError
-from strategies.hparams import MAX_RATE, Choice, Range, replay_within_memory
+from strategies.hparams import MAX_RATE, AddedLater, Choice, Range, replay_within_memory
 from strategies.registry import Registry
 
 RATE = Annotated[float, Range(gt=0, le=MAX_RATE)]
@@ -30,7 +30,9 @@ COUNT = Annotated[int, Range(ge=0)]
 # La-MAML's meta-loss: after every inner step (official code) or once after the last (paper, Alg. 1)
 META_LOSS = Annotated[str, Choice("every-step", "final")]
 # La-MAML's CIFAR code (strategies/lamaml.py): inner steps with alpha itself, the inner clamp applied, chunks
-INNER_RATE = Annotated[str, Choice("relu", "alpha")]
+INNER_RATE = Annotated[str, Choice("relu", "alpha"), AddedLater()]
+LATER_BOOL = Annotated[bool, AddedLater()]
+LATER_COUNT = Annotated[int, Range(ge=0), AddedLater()]
 
 
 def _mer_check(hp: dict) -> None:
@@ -68,7 +70,7 @@ def register_meta_strategies(registry: Registry) -> None:
     def c_maml(*, model, context: StrategyContext, opt_wt: RATE = 0.1, alpha_init: RATE = 0.1,
                glances: POSITIVE = 5, mem_size: POSITIVE = 200, replay_batch: COUNT = 10,
                second_order: bool = False, grad_clip_norm: CLIP = 2.0, meta_loss: META_LOSS = "every-step",
-               inner_rate: INNER_RATE = "relu", clamp_inner: bool = False, inner_chunks: COUNT = 0):
+               inner_rate: INNER_RATE = "relu", clamp_inner: LATER_BOOL = False, inner_chunks: LATER_COUNT = 0):
         """Continual MAML (Gupta et al. 2020): fixed inner rate, synchronous SGD meta-update."""
         return _lamaml(model, context, alpha_init=alpha_init, opt_lr=0.0, opt_wt=opt_wt, learn_lr=False,
                        sync_update=True, glances=glances, mem_size=mem_size, replay_batch=replay_batch,
@@ -79,7 +81,7 @@ def register_meta_strategies(registry: Registry) -> None:
     def la_maml(*, model, context: StrategyContext, opt_lr: NON_NEGATIVE_RATE = 0.3, alpha_init: RATE = 0.15,
                 learn_lr: bool = True, glances: POSITIVE = 5, mem_size: POSITIVE = 200, replay_batch: COUNT = 10,
                 second_order: bool = False, grad_clip_norm: CLIP = 2.0, meta_loss: META_LOSS = "every-step",
-                inner_rate: INNER_RATE = "relu", clamp_inner: bool = False, inner_chunks: COUNT = 0):
+                inner_rate: INNER_RATE = "relu", clamp_inner: LATER_BOOL = False, inner_chunks: LATER_COUNT = 0):
         """La-MAML (Gupta et al. 2020): learned per-parameter rates, asynchronous update."""
         return _lamaml(model, context, alpha_init=alpha_init, opt_lr=opt_lr, opt_wt=0.0, learn_lr=learn_lr,
                        sync_update=False, glances=glances, mem_size=mem_size, replay_batch=replay_batch,
@@ -90,8 +92,8 @@ def register_meta_strategies(registry: Registry) -> None:
     def sync_la_maml(*, model, context: StrategyContext, opt_lr: NON_NEGATIVE_RATE = 0.1, opt_wt: RATE = 0.1,
                      alpha_init: RATE = 0.15, glances: POSITIVE = 5, mem_size: POSITIVE = 200,
                      replay_batch: COUNT = 10, second_order: bool = False, grad_clip_norm: CLIP = 2.0,
-                     meta_loss: META_LOSS = "every-step", inner_rate: INNER_RATE = "relu", clamp_inner: bool = False,
-                     inner_chunks: COUNT = 0):
+                     meta_loss: META_LOSS = "every-step", inner_rate: INNER_RATE = "relu", clamp_inner: LATER_BOOL = False,
+                     inner_chunks: LATER_COUNT = 0):
         """Sync-La-MAML (Gupta et al. 2020): learned rates, synchronous SGD weight update."""
         return _lamaml(model, context, alpha_init=alpha_init, opt_lr=opt_lr, opt_wt=opt_wt, learn_lr=True,
                        sync_update=True, glances=glances, mem_size=mem_size, replay_batch=replay_batch,

@@ -163,6 +163,17 @@ class Registry:
                 raise StrategyError(text if text.startswith("strategy '") else f"strategy '{d.name}': {text}") from None
         return d.name, values
 
+    def recorded(self, name: str, values: Mapping[str, Any]) -> dict[str, Any]:
+        """The hyperparameters that identify a run of ``name``: ``values`` without those marked
+        :class:`~strategies.hparams.AddedLater` that are at their default (all of ``values`` for
+        a name not registered in this process, which has nothing marked)."""
+        try:
+            d = self.get(name)
+        except StrategyError:
+            return dict(values)
+        later = {p.name: p.default for p in d.hparams if p.added_later}
+        return {k: v for k, v in values.items() if not (k in later and v == later[k])}
+
     def build(self, name: str, *, model: Any, context: Any, **hparams: Any) -> Any:
         """The Avalanche strategy ``name`` for ``model``, with checked hyperparameters."""
         key, values = self.resolve(name, hparams)

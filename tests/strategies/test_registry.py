@@ -120,3 +120,36 @@ def test_snapshot_and_restore_isolate_registrations():
     assert "first" in reg.names() and "second" not in reg.names()
     reg.restore()  # a new registry's state
     assert "first" not in reg.names()
+
+
+def test_a_hyperparameter_added_later_stays_out_of_the_run_id_at_its_default():
+    from typing import Annotated
+
+    from benchmark.config import validate
+    from strategies.hparams import AddedLater
+
+    reg = strategies.REGISTRY
+    state = reg.snapshot()
+    try:
+        @reg.register("test-later")
+        def first(*, model, context, lr: float = 0.1):
+            raise AssertionError("never built here")
+
+        def spec(entry):
+            exp = validate({"name": "x", "scenarios": [{"name": "permuted-mnist", "source": "digits", "n_tasks": 2,
+                                                         "per_task": 10}], "strategies": [entry]})
+            return exp.specs()[0]
+
+        before = spec({"name": "test-later"})
+        reg.restore(state)
+
+        @reg.register("test-later")
+        def second(*, model, context, lr: float = 0.1, steps: Annotated[int, AddedLater()] = 1):
+            raise AssertionError("never built here")
+
+        at_default, other = spec({"name": "test-later"}), spec({"name": "test-later", "steps": 3})
+        assert at_default.hparams == {"lr": 0.1, "steps": 1}  # the strategy still gets every value
+        assert at_default.run_id == before.run_id and at_default.to_dict()["hparams"] == {"lr": 0.1}
+        assert other.run_id != before.run_id and other.to_dict()["hparams"] == {"lr": 0.1, "steps": 3}
+    finally:
+        reg.restore(state)
