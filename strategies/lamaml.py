@@ -59,8 +59,8 @@ from torch.func import functional_call
 
 from strategies.functional import (
     OutputsWithoutGraph,
-    clip_joint_norm_,
     SingleThreadedExperiences,
+    clip_joint_norm_,
     masked_cross_entropy,
     trainable,
 )

@@ -49,6 +49,7 @@ import torch
 from strategies.functional import (
     OutputsWithoutGraph,
     SingleThreadedExperiences,
+    clip_joint_norm_,
     copy_into,
     masked_cross_entropy,
     reptile,
@@ -78,6 +79,7 @@ class MER(SingleThreadedExperiences, OutputsWithoutGraph, _meta_template()):
 
     def __init__(self, *, model: torch.nn.Module, lr: float, beta: float, gamma: float, mem_size: int,
                  replay_batch: int, batches_per_example: int, algorithm: int = 1, alg6_form: str = "official",
+                 grad_clip_norm: float = 0.0,
                  seed: int = 0, class_mask: torch.Tensor | None = None, fast_path: bool = True,
                  **template_kwargs: Any):
         if algorithm not in ALGORITHMS:
@@ -94,13 +96,14 @@ class MER(SingleThreadedExperiences, OutputsWithoutGraph, _meta_template()):
         self._order = torch.Generator().manual_seed(seed)
         self._mask = class_mask
         self.fast_path = fast_path
+        self.grad_clip_norm = grad_clip_norm  # 0: none (the MNIST code); La-MAML's CIFAR MER clips each step at 10
         self._track_parameters()
 
     # -- Avalanche hooks -------------------------------------------------------------
     def _track_parameters(self, example: torch.Tensor | None = None) -> None:
         _, self._params = trainable(self.model)
         self._backend = None  # the compiled backend where it applies, else the reference path
-        if self.fast_path and example is not None:
+        if self.fast_path and example is not None and not self.grad_clip_norm:  # the kernels do not clip
             self._backend = CompiledMER.for_model(self.model, tuple(example.shape[1:]), self._mask)
         self._before_example = [torch.empty_like(p) for p in self._params]
         self._before_batch = [torch.empty_like(p) for p in self._params]
@@ -218,7 +221,9 @@ class MER(SingleThreadedExperiences, OutputsWithoutGraph, _meta_template()):
             logits = self.model(bx[j:j + 1])
             w = None if weight is None else weight[j:j + 1]
             loss = masked_cross_entropy(logits, by[j:j + 1], bt[j:j + 1], self._mask, w)
-            grads = torch.autograd.grad(loss, self._params)
+            grads = list(torch.autograd.grad(loss, self._params))
+            if self.grad_clip_norm:
+                clip_joint_norm_(grads, self.grad_clip_norm)
             with torch.no_grad():
                 torch._foreach_add_(self._params, grads, alpha=-self.lr)
             total += loss.detach()

@@ -50,13 +50,16 @@ def register_meta_strategies(registry: Registry) -> None:
     def mer(*, model, context: StrategyContext, lr: RATE = 0.03, beta: FRACTION = 0.03, gamma: FRACTION = 1.0,
             mem_size: POSITIVE = 200, replay_batch: COUNT = 10, batches_per_example: POSITIVE = 10,
             algorithm: Annotated[int, Range(ge=1, le=7)] = 1,
-            alg6_form: Annotated[str, Choice("official", "paper")] = "official", fast_path: bool = True):
+            alg6_form: Annotated[str, Choice("official", "paper")] = "official", fast_path: bool = True,
+            grad_clip_norm: Annotated[float, Range(ge=0), AddedLater()] = 0.0):
         """Meta-Experience Replay (Riemer et al. 2019), Algorithm 1 by default; Algorithm 6 as the
-        official meralg6.py runs it unless ``alg6_form: paper`` (see strategies/mer.py)."""
+        official meralg6.py runs it unless ``alg6_form: paper`` (see strategies/mer.py);
+        ``grad_clip_norm`` > 0 clips each step's gradient to that norm (La-MAML's CIFAR MER: 10)."""
         from strategies.mer import MER
 
         return MER(model=model, lr=lr, beta=beta, gamma=gamma, mem_size=mem_size, replay_batch=replay_batch,
                    batches_per_example=batches_per_example, algorithm=algorithm, alg6_form=alg6_form,
+                   grad_clip_norm=grad_clip_norm,
                    seed=context.seed, fast_path=fast_path,
                    class_mask=context.class_mask, **context.template_kwargs())
 
