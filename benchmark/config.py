@@ -33,9 +33,10 @@ import yaml
 import scenarios
 import strategies
 from benchmark.messages import closest
+from benchmark.evaluation import HEADS
 from benchmark.models import BACKBONES, INITS
 from benchmark.settings import DEVICES, MAX_NAME_BYTES, MAX_SEED, defaults, keys
-from benchmark.spec_keys import NOT_IN_RUN_ID, SCENARIO_NOT_IN_RUN_ID
+from benchmark.spec_keys import SCENARIO_NOT_IN_RUN_ID, train_identity
 from benchmark.targets import Target, TargetError
 from benchmark.targets import parse as parse_targets
 
@@ -102,7 +103,7 @@ class RunSpec:
             "scenario_params": {k: v for k, v in self.scenario_params.items() if k not in SCENARIO_NOT_IN_RUN_ID},
             "strategy": self.strategy, "hparams": strategies.recorded_hparams(self.strategy, self.hparams),
             "seed": self.seed,
-            "train": {k: v for k, v in self.train.items() if k not in NOT_IN_RUN_ID},
+            "train": train_identity(self.train),
             "model": self.model,
         }
 
@@ -337,6 +338,9 @@ def validate(raw: dict[str, Any], *, where: str = "config") -> Experiment:
         v = train[k]
         if isinstance(v, bool) or not isinstance(v, int) or v < 1:
             raise ConfigError(f"{where}: train.{k} must be an integer >= 1, got {v!r}")
+    if train["eval_head"] not in HEADS:
+        raise ConfigError(f"{where}: train.eval_head is {train['eval_head']!r}; allowed: {', '.join(HEADS)}"
+                          f"{closest(str(train['eval_head']), HEADS)}")
     if not isinstance(train["task_mask"], bool):
         raise ConfigError(f"{where}: train.task_mask must be true or false, got {train['task_mask']!r}")
     if train["device"] not in DEVICES:

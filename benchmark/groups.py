@@ -5,7 +5,8 @@ every table row, plot, heatmap and significance test of a report is built from o
 *configuration group*: the runs whose resolved spec (``RunSpec.to_dict()``, kept in each
 record's ``config``) is identical once the seed and the settings that do not change results
 are left out. Those settings are the ones the run id leaves out too
-(``benchmark.spec_keys.NOT_IN_RUN_ID``: device, eval batch size;
+(``benchmark.spec_keys.train_identity``: device, eval batch size, and settings added later at their
+default;
 ``benchmark.spec_keys.SCENARIO_NOT_IN_RUN_ID``: data root, download), so a run moved to another
 machine or data folder stays in its group. Two configurations are never averaged into one row:
 ``split-mnist`` with and without task labels, ``permuted-mnist`` with 2 and 4 tasks, or a
@@ -35,7 +36,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from benchmark.spec_keys import NOT_IN_RUN_ID, SCENARIO_NOT_IN_RUN_ID
+from benchmark.spec_keys import SCENARIO_NOT_IN_RUN_ID, train_identity
 
 MISSING = "missing"  # how a key that a record lacks is written in a label
 _ABSENT = object()
@@ -56,12 +57,11 @@ def section_setting(rec: dict[str, Any]) -> dict[str, Any]:
     settings, without those that do not change results. A part the record lacks is left out
     (so it is a value of its own)."""
     cfg = rec.get("config") if isinstance(rec.get("config"), dict) else {}
-    train_out, scenario_out = NOT_IN_RUN_ID, SCENARIO_NOT_IN_RUN_ID
     out: dict[str, Any] = {"scenario": rec.get("scenario", cfg.get("scenario"))}
     if "scenario_params" in cfg:
-        out["scenario_params"] = _without(cfg["scenario_params"], scenario_out)
+        out["scenario_params"] = _without(cfg["scenario_params"], SCENARIO_NOT_IN_RUN_ID)
     if "train" in cfg:
-        out["train"] = _without(cfg["train"], train_out)
+        out["train"] = train_identity(cfg["train"]) if isinstance(cfg["train"], dict) else cfg["train"]
     if "model" in cfg:
         out["model"] = cfg["model"]
     return out

@@ -25,7 +25,7 @@ import scenarios
 import strategies
 from benchmark import metrics
 from benchmark.config import RunSpec
-from benchmark.evaluation import eval_sets, evaluate
+from benchmark.evaluation import class_means, eval_sets, evaluate, ncm_examples, nearest_prototype, penultimate
 from benchmark.messages import error_line
 from benchmark.metric_names import METRICS
 from benchmark.models import build_model
@@ -127,6 +127,16 @@ def _out_of_memory(exc: Exception) -> bool:
     return isinstance(exc, MemoryError) or "can't allocate memory" in text or "out of memory" in text.lower()
 
 
+def _scorer(strategy, model, head: str, ncm_data, *, n_classes: int, batch_size: int, device):
+    """How the run's predictions are scored now (benchmark.evaluation): logits (None), the
+    strategy's own prototypes, or the nearest class mean of its representation."""
+    own = isinstance(strategy, strategy_contract.Prototypes)
+    if head == "ncm":
+        embed = strategy.embed if own else penultimate(model)
+        return nearest_prototype(embed, class_means(embed, *ncm_data, batch_size=batch_size, device=device), n_classes)
+    return nearest_prototype(strategy.embed, strategy.prototypes(), n_classes) if own else None
+
+
 def _train_and_evaluate(spec: RunSpec, progress: Progress | None, ckpt: Checkpoints | None = None, *,
                         resume: bool = True) -> dict[str, Any]:
     device = resolve_device(spec.train["device"])
@@ -138,14 +148,10 @@ def _train_and_evaluate(spec: RunSpec, progress: Progress | None, ckpt: Checkpoi
                         hidden=tuple(spec.model["hidden"]), init=spec.model.get("init", "torch")).to(device)
     tests = eval_sets(stream, masked=stream.task_labels)
     eval_bs = spec.train["eval_batch_size"]
+    head = spec.train.get("eval_head", "logits")
+    ncm_data = ncm_examples(stream) if head == "ncm" else None
     n_tasks = stream.n_tasks
     saved = ckpt.load(n_tasks) if ckpt is not None and resume else None
-    if saved is not None:  # measured before the crash
-        random_init, eval_s = list(saved["random_init_acc"]), 0.0
-    else:
-        t0 = time.perf_counter()
-        random_init = evaluate(model, tests, batch_size=eval_bs, device=device)
-        eval_s = time.perf_counter() - t0
 
     monitor = _monitor_plugin()
     context = strategies.StrategyContext(
@@ -156,6 +162,19 @@ def _train_and_evaluate(spec: RunSpec, progress: Progress | None, ckpt: Checkpoi
     )
     strategy = strategies.build(spec.strategy, model=model, context=context, **spec.hparams)
     model = strategy.model  # a strategy may wrap or replace the model
+
+    def measure() -> list[float]:
+        """One row of the accuracy matrix, by the run's head (benchmark.evaluation)."""
+        scorer = _scorer(strategy, model, head, ncm_data, n_classes=stream.n_classes, batch_size=eval_bs,
+                         device=device)
+        return evaluate(model, tests, batch_size=eval_bs, device=device, scorer=scorer)
+
+    if saved is not None:  # measured before the crash
+        random_init, eval_s = list(saved["random_init_acc"]), 0.0
+    else:
+        t0 = time.perf_counter()
+        random_init = measure()
+        eval_s = time.perf_counter() - t0
     rows: list[list[float]] = []
     train_s = 0.0
     whole_stream = strategy_contract.trains_on_whole_stream(strategy)
@@ -188,7 +207,7 @@ def _train_and_evaluate(spec: RunSpec, progress: Progress | None, ckpt: Checkpoi
         train_s += time.perf_counter() - t0
         _check_weights(model, n_tasks - 1)
         t0 = time.perf_counter()
-        row = evaluate(model, tests, batch_size=eval_bs, device=device)
+        row = measure()
         eval_s += time.perf_counter() - t0
         rows = [list(row) for _ in range(n_tasks)]
         if progress:
@@ -202,7 +221,7 @@ def _train_and_evaluate(spec: RunSpec, progress: Progress | None, ckpt: Checkpoi
             train_s += time.perf_counter() - t0
             _check_weights(model, i)
             t0 = time.perf_counter()
-            rows.append(evaluate(model, tests, batch_size=eval_bs, device=device))
+            rows.append(measure())
             eval_s += time.perf_counter() - t0
             if ckpt is not None and ckpt.enabled and i + 1 < n_tasks:
                 save_checkpoint(ckpt, spec, strategy, n_tasks, rows, random_init, train_s, eval_s)

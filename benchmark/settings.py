@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from benchmark.evaluation import HEADS
 from benchmark.models import BACKBONES, INITS
 from benchmark.spec_keys import NOT_IN_RUN_ID
 
@@ -57,6 +58,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("train", "device", " | ".join(DEVICES), "auto", "where runs train (auto: cuda if there is one)"),
     Setting("train", "task_mask", "true | false", True,
             "task-incremental streams: train and score each task on its own classes' outputs"),
+    Setting("train", "eval_head", " | ".join(HEADS), "logits",
+            "how accuracy is scored: the largest output (a prototype strategy such as cope: its nearest "
+            "prototype), or ncm, the nearest class mean of the representation (benchmark/evaluation.py)"),
     Setting("model", "name", " | ".join(("auto", *BACKBONES)), "auto",
             "the backbone (auto: the stream's own, mlp for MNIST-like data, cnn for CIFAR)"),
     Setting("model", "hidden", "non-empty list of integers >= 1", [100, 100], "hidden layer widths of the mlp"),

@@ -4,3 +4,13 @@ reads them without importing torch."""
 
 NOT_IN_RUN_ID = ("device", "eval_batch_size")  # train settings: where it runs, how it is evaluated in chunks
 SCENARIO_NOT_IN_RUN_ID = ("data_root", "download")  # where the data live, not what they are
+
+# train settings added after runs were recorded: at these values (their defaults) they stay out of
+# the run id and of the report's grouping, so that earlier runs keep their ids and share rows
+TRAIN_ADDED_LATER = {"eval_head": "logits"}
+
+
+def train_identity(train: dict) -> dict:
+    """The train settings that identify a run's results."""
+    return {k: v for k, v in train.items()
+            if k not in NOT_IN_RUN_ID and not (k in TRAIN_ADDED_LATER and v == TRAIN_ADDED_LATER[k])}

@@ -174,6 +174,20 @@ def register_baselines(registry: Registry) -> None:
 
         return Joint(model=model, optimizer=_sgd(model, lr, momentum), **context.template_kwargs())
 
+    @reg("cope", aliases=("prototype-evolution",))
+    def cope(*, model, context: StrategyContext, lr: LR = 0.1, momentum: MOMENTUM = 0.0, mem_size: POSITIVE = 200,
+             alpha: Annotated[float, Range(ge=0, le=1)] = 0.99, temperature: Annotated[float, Range(gt=0)] = 0.1,
+             iterations: POSITIVE = 1):
+        """Continual Prototype Evolution (De Lange and Tuytelaars 2021): Avalanche's CoPEPlugin,
+        one online experience per minibatch, scored by its nearest prototype (strategies/cope.py).
+        Defaults: the plugin's (memory 200, prototype momentum 0.99, temperature 0.1, one
+        iteration per batch); lr 0.1 as every other baseline here (not tuned)."""
+        from strategies.cope import build_cope
+
+        return build_cope(model=model, optimizer=_sgd(model, lr, momentum), n_classes=context.n_classes,
+                          mem_size=mem_size, alpha=alpha, temperature=temperature, iterations=iterations,
+                          seed=context.seed, **context.template_kwargs())
+
     @reg("avalanche-mer", check=replay_within_memory)
     def avalanche_mer(*, model, context: StrategyContext, lr: LR = 0.1, mem_size: POSITIVE = 200,
                       replay_batch: POSITIVE = 10, n_inner_steps: POSITIVE = 5,

@@ -9,7 +9,9 @@ A strategy may implement any of these protocols, each one wholly:
 - :class:`Checkpoints`: ``checkpoint_state()`` and ``load_checkpoint_state(state)``, what decides
   the rest of a run besides the weights (:mod:`strategies.checkpoint`);
 - :class:`WholeStream`: ``trains_on_whole_stream = True``, it trains once on the whole stream
-  (``joint``), so there is no accuracy "just after task j".
+  (``joint``), so there is no accuracy "just after task j";
+- :class:`Prototypes`: ``embed(x)`` and ``prototypes()``, it predicts by the nearest class
+  prototype in its embedding (CoPE), so the harness scores it that way instead of by logits.
 
 A plain Avalanche strategy implements none and gets the defaults. A strategy that implements
 part of a protocol, reports in the wrong type, or uses the names of the first version's
@@ -60,8 +62,17 @@ class WholeStream(Protocol):
     trains_on_whole_stream: bool
 
 
+@runtime_checkable
+class Prototypes(Protocol):
+    def embed(self, x: Any) -> Any:
+        """The representation of a batch of inputs, (N, D): what the prototypes live in."""
+
+    def prototypes(self) -> Mapping[int, Any]:
+        """Class -> prototype, a (D,) tensor, for the classes it can predict."""
+
+
 PROTOCOLS = {"Reports": ("report",), "Checkpoints": ("checkpoint_state", "load_checkpoint_state"),
-             "WholeStream": ("trains_on_whole_stream",)}
+             "WholeStream": ("trains_on_whole_stream",), "Prototypes": ("embed", "prototypes")}
 _FIRST_VERSION = ("inner_steps", "extra_metrics")  # what the harness used to probe for
 
 

@@ -225,6 +225,8 @@ CASES = [
       edit(("scenarios.0.source", "digts"))),
     c("unknown device", r"train.device is 'cdu'; allowed: auto, cpu, cuda \(did you mean 'cpu'\?\)", edit(("train.device", "cdu"))),
     c("unknown model", r"model.name is 'mpl'; allowed: auto, mlp, cnn \(did you mean 'mlp'\?\)", edit(("model.name", "mpl"))),
+    c("unknown eval head", r"train.eval_head is 'nmc'; allowed: logits, ncm \(did you mean 'ncm'\?\)",
+      edit(("train.eval_head", "nmc"))),
     c("unknown ewc mode", r"strategy 'ewc': hyperparameter 'mode' is 'onlin'; allowed: separate, online \(did you mean 'online'\?\)",
       edit(("strategies.0", {"name": "ewc", "mode": "onlin"}))),
     c("unknown interpolation", r"parameter 'interpolation' is 'bilinar'; allowed: nearest, bilinear \(did you mean 'bilinear'\?\)",

@@ -25,7 +25,8 @@ def test_specs_cover_every_combination_with_resolved_parameters():
     assert er.hparams == {"lr": 0.1, "mem_size": 20, "replay_batch": 10, "momentum": 0.0, "per_example": False,
                           "glances": 1}
     assert er.scenario_params["source"] == "mnist5k" and er.scenario_params["identity_first"] is False
-    assert exp.train == {"batch_size": 10, "epochs": 1, "eval_batch_size": 1000, "device": "auto", "task_mask": True}
+    assert exp.train == {"batch_size": 10, "epochs": 1, "eval_batch_size": 1000, "device": "auto", "task_mask": True,
+                         "eval_head": "logits"}
     assert exp.model == {"name": "auto", "hidden": [100, 100], "init": "torch"}
 
 

@@ -43,3 +43,53 @@ def test_evaluation_leaves_train_mode_and_gradients_alone():
     accuracy(model, EvalSet(torch.randn(5, 2), torch.zeros(5, dtype=torch.long)), batch_size=2, device="cpu")
     assert model.training
     assert all(p.grad is None for p in model.parameters())
+
+
+def _features(model, x):
+    """The input of the MLP's last linear layer, computed from its weights here."""
+    w1, b1, w2, b2 = (p.detach() for p in list(model.parameters())[:4])
+    h = torch.relu(x.reshape(len(x), -1) @ w1.T + b1)
+    return torch.relu(h @ w2.T + b2)
+
+
+def test_the_ncm_head_predicts_the_nearest_class_mean_of_the_representation():
+    from benchmark.evaluation import class_means, ncm_examples, nearest_prototype, penultimate
+
+    stream = scenarios.build("split-mnist", source="digits", seed=0, n_tasks=5, per_task=40, task_incremental=True)
+    torch.manual_seed(0)
+    model = build_model("mlp", input_shape=stream.input_shape, n_classes=10, hidden=(16, 12))
+    x, y = ncm_examples(stream, per_class=7)
+    assert sorted(torch.bincount(y).tolist()) == [7] * 10  # the first 7 of every class of the stream
+    means = {c: _features(model, x[y == c]).mean(0) for c in range(10)}
+    scorer = nearest_prototype(penultimate(model), class_means(penultimate(model), x, y, batch_size=13, device="cpu"),
+                               10)
+    for test in eval_sets(stream, masked=True):
+        f = _features(model, test.x)
+        d = torch.stack([((f - means[c]) ** 2).sum(1) for c in range(10)], 1)
+        allowed = torch.full((10,), float("inf"))
+        allowed[list(test.classes)] = 0.0
+        expected = int(((d + allowed).argmin(1) == test.y).sum()) / len(test.y)
+        assert accuracy(model, test, batch_size=50, device="cpu", scorer=scorer) == expected
+
+
+def test_a_prototype_strategy_is_scored_by_its_nearest_prototype():
+    import strategies
+    from benchmark.runner import _scorer
+
+    stream = scenarios.build("split-mnist", source="digits", seed=0, n_tasks=5, per_task=250)
+    torch.manual_seed(0)
+    model = build_model("mlp", input_shape=stream.input_shape, n_classes=10)
+    ctx = strategies.StrategyContext(batch_size=10, n_classes=10, input_shape=stream.input_shape)
+    s = strategies.build("cope", model=model, context=ctx)
+    s.train(stream.benchmark.train_stream[0])
+    protos = torch.stack([s.prototypes()[c] for c in range(10)])
+    tests = eval_sets(stream, masked=False)
+    got = evaluate(s.model, tests, batch_size=64, device="cpu",
+                   scorer=_scorer(s, s.model, "logits", None, n_classes=10, batch_size=64, device="cpu"))
+    with torch.no_grad():
+        for acc, test in zip(got, tests):
+            e = torch.nn.functional.normalize(s.model(test.x), dim=1)
+            assert torch.allclose(e.norm(dim=1), torch.ones(len(e)), atol=1e-5)  # the model ends in a normalisation
+            expected = int((torch.cdist(e, protos).argmin(1) == test.y).sum()) / len(test.y)
+            assert acc == expected
+    assert got[0] > 0.5 and max(got[1:]) < 0.5  # task 0 learned, the others not yet

@@ -87,3 +87,23 @@ def test_a_target_no_run_matches_says_so_and_a_broken_kept_target_is_named(tmp_p
     assert rows([t], [], {}, [], scenario="rotated-mnist", units={}) == []
     found, problems = from_config_text({"targets": [_target(), {"scenario": "x"}]})
     assert len(found) == 1 and problems == ["targets[1] skipped: not a valid target ({'scenario': 'x'})"]
+
+
+def test_a_sweep_scored_by_the_ncm_head_is_a_setting_of_its_own(tmp_path):
+    from benchmark.config import load_experiment
+    from benchmark.report import write_report
+    from benchmark.sweep import run_sweep
+
+    cfg = {**BASE, "seeds": [0], "strategies": [{"name": "naive", "lr": 0.1}]}
+    for head in ("logits", "ncm"):
+        path = tmp_path / f"{head}.yaml"
+        path.write_text(yaml.safe_dump({**cfg, "train": {**cfg["train"], "eval_head": head}}))
+        assert run_sweep(load_experiment(path), out=tmp_path / "out", show_progress=False, in_process=True).ok
+    recs = {r["config"]["train"]["eval_head"]: r for r in
+            (json.loads(p.read_text()) for p in (tmp_path / "out").glob("*/run.json"))}
+    assert set(recs) == {"logits", "ncm"} and recs["logits"]["run_id"] != recs["ncm"]["run_id"]
+    assert recs["logits"]["acc_matrix"] != recs["ncm"]["acc_matrix"]  # the same training, scored two ways
+    assert recs["ncm"]["metrics"]["acc"] > 0.3  # a trained representation separates the digits
+    write_report(tmp_path / "out")
+    md = (tmp_path / "out" / "report.md").read_text()
+    assert "train.eval_head=ncm" in md  # two sections, told apart by the setting
