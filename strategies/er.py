@@ -55,11 +55,7 @@ class PerExampleReplay(SingleThreadedExperiences, _meta_template()):
         losses = []
         for i in range(len(y)):
             xi, yi, ti = x[i:i + 1], y[i:i + 1], t[i:i + 1]
-            if self.replay_batch and len(self.memory):
-                mx, my, mt = self.memory.sample(self.replay_batch)
-                bx, by, bt = torch.cat([mx, xi]), torch.cat([my, yi]), torch.cat([mt, ti])
-            else:
-                bx, by, bt = xi, yi, ti
+            bx, by, bt = self.memory.joined(xi, yi, ti, self.replay_batch, memory_first=True)
             loss = masked_cross_entropy(self.model(bx), by, bt, self._mask)
             if self.momentum:
                 self.optimizer.zero_grad(set_to_none=True)

@@ -16,6 +16,17 @@ def trainable(model: torch.nn.Module) -> tuple[list[str], list[torch.nn.Paramete
     return [n for n, _ in pairs], [p for _, p in pairs]
 
 
+def same_parameters(model: torch.nn.Module, previous: Sequence[torch.Tensor], *,
+                    owner: str) -> tuple[list[str], list[torch.nn.Parameter]]:
+    """:func:`trainable` of ``model`` again (Avalanche may have replaced the parameters between
+    experiences), refusing a change of shape: per-parameter state (learned rates) cannot follow."""
+    names, params = trainable(model)
+    if [p.shape for p in params] != [p.shape for p in previous]:
+        raise RuntimeError(f"the model's parameters changed shape between experiences; {owner} keeps one "
+                           "learning rate per parameter and cannot follow")
+    return names, params
+
+
 @torch.no_grad()
 def copy_into(dst: Sequence[torch.Tensor], src: Sequence[torch.Tensor]) -> None:
     """dst <- src, tensor by tensor, without allocating."""

@@ -62,6 +62,7 @@ from strategies.functional import (
     SingleThreadedExperiences,
     clip_joint_norm_,
     masked_cross_entropy,
+    same_parameters,
     trainable,
 )
 from strategies.contract import StrategyReport
@@ -138,11 +139,7 @@ class LookAheadMAML(SingleThreadedExperiences, OutputsWithoutGraph, _meta_templa
 
     def _before_training_exp(self, **kwargs):
         super()._before_training_exp(**kwargs)
-        names, params = trainable(self.model)
-        if [p.shape for p in params] != [p.shape for p in self._params]:
-            raise RuntimeError("the model's parameters changed shape between experiences; "
-                               "La-MAML keeps one learning rate per parameter and cannot follow")
-        self._names, self._params = names, params
+        self._names, self._params = same_parameters(self.model, self._params, owner="La-MAML")
         example = self.experience.dataset[0][0]
         self._backend = (CompiledLaMAML.for_model(self.model, self._params, tuple(example.shape), self._mask)
                          if self.fast_path and self._mnist_form and example.dtype == torch.float32 else None)
@@ -168,11 +165,7 @@ class LookAheadMAML(SingleThreadedExperiences, OutputsWithoutGraph, _meta_templa
 
     # -- one glance ------------------------------------------------------------------
     def _glance(self, x, y, t, *, remember: bool) -> torch.Tensor:
-        if self.replay_batch and len(self.memory):
-            mx, my, mt = self.memory.sample(self.replay_batch)
-            bx, by, bt = torch.cat([mx, x]), torch.cat([my, y]), torch.cat([mt, t])
-        else:
-            bx, by, bt = x, y, t
+        bx, by, bt = self.memory.joined(x, y, t, self.replay_batch, memory_first=True)
         chunk = -(-len(y) // self.inner_chunks) if self.inner_chunks else 1  # ceil(batch / cifar_batches)
         evaluations = 1 if self.final_meta_loss else len(range(0, len(y), chunk))
         self.meta_losses += evaluations

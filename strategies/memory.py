@@ -77,6 +77,16 @@ class ReservoirMemory:
         idx = torch.as_tensor(self.draw(k), device=self.device)
         return self.x[idx], self.y[idx], self.t[idx]
 
+    def joined(self, x: torch.Tensor, y: torch.Tensor, t: torch.Tensor, k: int, *,
+               memory_first: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The batch (x, y, t) joined with :meth:`sample` ``(k)`` (before it with
+        ``memory_first``); the batch alone when ``k`` is 0 or the memory is empty."""
+        if not k or not len(self):
+            return x, y, t
+        mx, my, mt = self.sample(k)
+        parts = ((mx, x), (my, y), (mt, t)) if memory_first else ((x, mx), (y, my), (t, mt))
+        return tuple(torch.cat(pair) for pair in parts)  # type: ignore[return-value]
+
     # -- checkpoints (strategies.checkpoint) -------------------------------------------
     def checkpoint_state(self) -> dict:
         """Everything that decides the memory's future: the stored examples, the count of

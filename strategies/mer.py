@@ -207,12 +207,7 @@ class MER(SingleThreadedExperiences, OutputsWithoutGraph, _meta_template()):
     def _batch(self, x, y, t):
         """The incoming example first, then ``replay_batch`` distinct memory examples (the
         memory examples first and the incoming one last in the official Algorithm 6)."""
-        if self.replay_batch == 0 or len(self.memory) == 0:
-            return x, y, t
-        mx, my, mt = self.memory.sample(self.replay_batch)
-        if self.incoming_last:
-            return torch.cat([mx, x]), torch.cat([my, y]), torch.cat([mt, t])
-        return torch.cat([x, mx]), torch.cat([y, my]), torch.cat([t, mt])
+        return self.memory.joined(x, y, t, self.replay_batch, memory_first=self.incoming_last)
 
     def _sgd_through(self, bx, by, bt, weight=None) -> torch.Tensor:
         """Plain SGD, one example at a time, in batch order; returns the summed loss."""

@@ -71,11 +71,7 @@ class ContinualReptile(SingleThreadedExperiences, OutputsWithoutGraph, _meta_tem
         copy_into(self._before, self._params)
         losses = []
         for _ in range(self.k):
-            if self.replay_batch and len(self.memory):
-                mx, my, mt = self.memory.sample(self.replay_batch)
-                bx, by, bt = torch.cat([x, mx]), torch.cat([y, my]), torch.cat([t, mt])
-            else:
-                bx, by, bt = x, y, t
+            bx, by, bt = self.memory.joined(x, y, t, self.replay_batch, memory_first=False)
             loss = masked_cross_entropy(self.model(bx), by, bt, self._mask)
             grads = torch.autograd.grad(loss, self._params)
             with torch.no_grad():

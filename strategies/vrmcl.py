@@ -55,6 +55,7 @@ from strategies.functional import (
     SingleThreadedExperiences,
     clip_joint_norm_,
     copy_into,
+    same_parameters,
     trainable,
 )
 from strategies.lamaml import look_ahead_meta_loss
@@ -85,11 +86,7 @@ class VarianceReducedMCL(SingleThreadedExperiences, OutputsWithoutGraph, _meta_t
 
     def _before_training_exp(self, **kwargs):
         super()._before_training_exp(**kwargs)
-        names, params = trainable(self.model)
-        if [p.shape for p in params] != [p.shape for p in self._params]:
-            raise RuntimeError("the model's parameters changed shape between experiences; "
-                               "VR-MCL keeps one learning rate per parameter and cannot follow")
-        self._names, self._params = names, params
+        self._names, self._params = same_parameters(self.model, self._params, owner="VR-MCL")
         copy_into(self.lagged, [p.detach() for p in self._params])  # begin_task: theta_{t-1} <- theta_t
 
     def _inner_updates(self, **kwargs):
@@ -104,11 +101,7 @@ class VarianceReducedMCL(SingleThreadedExperiences, OutputsWithoutGraph, _meta_t
     def _meta_update(self, x, y, t) -> torch.Tensor:
         order = torch.randperm(len(y), generator=self._order).to(y.device)
         support = (x[order], y[order], t[order])
-        if self.replay_batch and len(self.memory):
-            mx, my, mt = self.memory.sample(self.replay_batch)
-            query = (torch.cat([x, mx]), torch.cat([y, my]), torch.cat([t, mt]))
-        else:
-            query = (x, y, t)
+        query = self.memory.joined(x, y, t, self.replay_batch, memory_first=False)
         chunks = -(-len(y) // self.inner_batch_size)
         self.inner_steps += 2 * chunks
         self.meta_losses += 2 * chunks

@@ -96,8 +96,8 @@ MUTATIONS = [
       "", LAMAML,
       "alpha meta-gradient not clipped (the weights' still is)"),
     m("lamaml-meta-batch-without-memory", "strategies/lamaml.py",
-      "bx, by, bt = torch.cat([mx, x]), torch.cat([my, y]), torch.cat([mt, t])",
-      "bx, by, bt = x, y, t", LAMAML,
+      "bx, by, bt = self.memory.joined(x, y, t, self.replay_batch, memory_first=True)",
+      "self.memory.joined(x, y, t, self.replay_batch, memory_first=True)\n        bx, by, bt = x, y, t", LAMAML,
       "meta-loss on the incoming minibatch only (memory drawn but not used)"),
     m("lamaml-alpha-after-weights", "strategies/lamaml.py",
       """            if self.learn_lr:
@@ -209,8 +209,8 @@ MUTATIONS = [
       "torch._foreach_lerp_(list(params), list(before), rate)", MER,
       "reference path: every Reptile step with 1 - rate"),
     m("mer-incoming-not-in-batch", "strategies/mer.py",
-      "return torch.cat([x, mx]), torch.cat([y, my]), torch.cat([t, mt])",
-      "return mx, my, mt", MER,
+      "return self.memory.joined(x, y, t, self.replay_batch, memory_first=self.incoming_last)",
+      "return self.memory.sample(self.replay_batch) if self.replay_batch and len(self.memory) else (x, y, t)", MER,
       "reference path: the incoming example left out of its batches"),
     m("mer-incoming-not-in-plan", "strategies/mer.py",
       "row = np.concatenate([drawn, [INCOMING]] if self.incoming_last else [[INCOMING], drawn]).astype(np.int64)",
@@ -289,15 +289,13 @@ MUTATIONS = [
       "replay draws may repeat an example"),
     # -- per-example ER (strategies/er.py) and the task-IL training mask ------------------------
     m("er-memory-before-step", "strategies/er.py",
-      """            if self.replay_batch and len(self.memory):
-                mx, my, mt = self.memory.sample(self.replay_batch)""",
+      "            bx, by, bt = self.memory.joined(xi, yi, ti, self.replay_batch, memory_first=True)",
       """            self.memory.add(xi, yi, ti)
-            if self.replay_batch and len(self.memory):
-                mx, my, mt = self.memory.sample(self.replay_batch)""", ER,
-      "the incoming example enters the reservoir before its step (and twice)"),
+            bx, by, bt = self.memory.joined(xi, yi, ti, self.replay_batch, memory_first=True)""", ER,
+      "the example enters the memory before its step (it can be replayed with itself)"),
     m("er-example-not-in-batch", "strategies/er.py",
-      "bx, by, bt = torch.cat([mx, xi]), torch.cat([my, yi]), torch.cat([mt, ti])",
-      "bx, by, bt = mx, my, mt", ER,
+      "bx, by, bt = self.memory.joined(xi, yi, ti, self.replay_batch, memory_first=True)",
+      "bx, by, bt = self.memory.sample(self.replay_batch) if self.replay_batch and len(self.memory) else (xi, yi, ti)", ER,
       "the step is taken on the memory draws only"),
     m("er-sign", "strategies/er.py",
       "torch._foreach_add_(self._params, grads, alpha=-self.lr)",
@@ -321,8 +319,8 @@ MUTATIONS = [
       "        copy_into(self._before, self._params)\n        self.memory.add(x, y, t)\n", REPTILE,
       "the minibatch enters the memory before the steps (it can be replayed with itself)"),
     m("reptile-no-fresh-draw", "strategies/reptile.py",
-      "        for _ in range(self.k):\n            if self.replay_batch and len(self.memory):",
-      "        for _ in range(self.k):\n            if self.replay_batch and len(self.memory) and _ == 0:", REPTILE,
+      "        for _ in range(self.k):\n            bx, by, bt = self.memory.joined(x, y, t, self.replay_batch, memory_first=False)",
+      "        drawn = self.memory.joined(x, y, t, self.replay_batch, memory_first=False)\n        for _ in range(self.k):\n            bx, by, bt = drawn", REPTILE,
       "memory examples replayed in the first step only"),
     # -- VR-MCL, strategies/vrmcl.py -------------------------------------------------------------
     m("vrmcl-momentum-sign", "strategies/vrmcl.py",
@@ -356,6 +354,10 @@ MUTATIONS = [
     m("lamaml-cifar-relu-rates", "strategies/lamaml.py",
       'if self.inner_rate == "relu" else list(self.alphas)', 'if True else list(self.alphas)', LAMAML_CIFAR,
       "inner steps with relu(alpha) in the CIFAR form"),
+    m("memory-joined-order-ignored", "strategies/memory.py",
+      "parts = ((mx, x), (my, y), (mt, t)) if memory_first else ((x, mx), (y, my), (t, mt))",
+      "parts = ((x, mx), (y, my), (t, mt))", MER,
+      "replay joined after the batch whatever is asked (MER's official Algorithm 6 puts the incoming example last)"),
 ]
 
 
