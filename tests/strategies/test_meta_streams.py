@@ -74,3 +74,18 @@ def test_cnn_backbone(name, tmp_path):
     model = build_model("cnn", input_shape=stream.input_shape, n_classes=4)
     ctx = strategies.StrategyContext(batch_size=10, n_classes=4, input_shape=stream.input_shape)
     _check_learns(name, stream.benchmark, model, ctx, tasks=1)
+
+
+@pytest.mark.parametrize("stream_name, params", [
+    ("permuted-mnist", {"n_tasks": 2, "per_task": 30}),
+    ("rotated-mnist", {"n_tasks": 2, "per_task": 30}),
+    ("split-mnist", {"n_tasks": 5, "per_task": 30}),  # class-incremental: one head over all classes
+], ids=["permuted", "rotated", "split-class-incremental"])
+@pytest.mark.parametrize("name", sorted(META))
+def test_permuted_rotated_and_class_incremental_streams(name, stream_name, params):
+    stream = scenarios.build(stream_name, source="digits", seed=0, **params)
+    torch.manual_seed(0)
+    model = build_model("mlp", input_shape=stream.input_shape, n_classes=stream.n_classes)
+    ctx = strategies.StrategyContext(batch_size=10, n_classes=stream.n_classes, input_shape=stream.input_shape,
+                                     task_labels=stream.task_labels, classes_per_task=stream.classes_per_task)
+    _check_learns(name, stream.benchmark, model, ctx, tasks=2)
