@@ -87,7 +87,8 @@ class OutputsWithoutGraph:
     """Mixin for Avalanche meta-learning templates, whose training loop takes the model's logits
     on the minibatch after every meta-update (``mb_output``, for plugins and metrics): here they
     are taken without an autograd graph. Every update has happened by then, so nothing
-    differentiates them, and building the graph cost about a tenth of a La-MAML glance."""
+    differentiates them. (In a py-spy profile of La-MAML on the MLP that forward pass was 10% of the
+training time with its graph and 7% without.)"""
 
     def forward(self):
         with torch.no_grad():
