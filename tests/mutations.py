@@ -358,6 +358,12 @@ MUTATIONS = [
       "parts = ((mx, x), (my, y), (mt, t)) if memory_first else ((x, mx), (y, my), (t, mt))",
       "parts = ((x, mx), (y, my), (t, mt))", MER,
       "replay joined after the batch whatever is asked (MER's official Algorithm 6 puts the incoming example last)"),
+    m("mer-clip-ignored", "strategies/mer.py",
+      "            if self.grad_clip_norm:\n                clip_joint_norm_(grads, self.grad_clip_norm)\n",
+      "", [f"{EXACT}::test_mer_clips_each_step_as_la_mamls_cifar_mer"], "grad_clip_norm accepted but not applied"),
+    m("lamaml-scratch-not-zeroed", "strategies/lamaml_numba.py",
+      "            for a in self._scratch[1]:\n                a.fill(0.0)\n", "            pass\n", LAMAML,
+      "the reused gradient arrays keep the previous glance's sums"),
 ]
 
 

@@ -123,10 +123,14 @@ def _loss(params, x, y):
     return F.cross_entropy(_logits(params, x), y)
 
 
-def _sgd(params, x, y, lr, weight=1.0):
-    """One SGD step on the single example (x, y) with its loss times ``weight``."""
+def _sgd(params, x, y, lr, weight=1.0, clip=None, clipped=None):
+    """One SGD step on the single example (x, y) with its loss times ``weight``; with ``clip``
+    the gradient is first scaled to joint norm at most ``clip`` (and ``clipped`` records whether)."""
     params = [p.detach().requires_grad_() for p in params]
     grads = torch.autograd.grad(weight * _loss(params, x[None], y[None]), params)
+    if clip is not None:
+        grads, was = _clipped(grads, clip)
+        clipped.append(was)
     return [(p - lr * g).detach() for p, g in zip(params, grads)]
 
 
@@ -209,13 +213,14 @@ def test_reservoir_memory_is_algorithm_r(seed):
 
 
 # -- MER ------------------------------------------------------------------------------
-def _expected_mer(*, algorithm, alg6_form, lr, beta, gamma, s, k, mem_size):
+def _expected_mer(*, algorithm, alg6_form, lr, beta, gamma, s, k, mem_size, clip=None):
     x, y = _data()
     xd = x.double()
     theta = _initial_params()
     memory = _AlgorithmR(mem_size)
     order = torch.Generator().manual_seed(SEED)
     changed_by_memory = 0
+    clipped = []
     for n in range(N):
         theta_a0 = theta
         if algorithm == 7:
@@ -235,7 +240,7 @@ def _expected_mer(*, algorithm, alg6_form, lr, beta, gamma, s, k, mem_size):
                 else:
                     batch = [n] + drawn
                 for j in batch:
-                    theta = _sgd(theta, xd[j], y[j], lr)
+                    theta = _sgd(theta, xd[j], y[j], lr, clip=clip, clipped=clipped)
                 if algorithm == 1:
                     theta = _interpolate(theta_w0, theta, beta)
                 elif alg6_form == "official":  # Reptile with gamma after each batch
@@ -244,6 +249,8 @@ def _expected_mer(*, algorithm, alg6_form, lr, beta, gamma, s, k, mem_size):
                 theta = _interpolate(theta_a0, theta, gamma)
         memory.offer(n)
     assert changed_by_memory > 0 and memory.seen > mem_size  # replay and replacement both happened
+    if clip is not None:  # the clipping acted on some steps and not on others
+        assert any(clipped) and not all(clipped), clipped
     return theta, memory
 
 
@@ -380,6 +387,19 @@ def test_lamaml_cifar_form_equals_the_official_cifar_code(name):
         assert torch.allclose(a.detach().double(), e, atol=1e-5, rtol=0), (a - e).abs().max()
     if name == "la-maml":  # rates below zero take negative inner steps here (no relu), unlike the MNIST form
         assert any(bool((e < 0).any()) for e in alpha)
+
+
+def test_mer_clips_each_step_as_la_mamls_cifar_mer():
+    """``grad_clip_norm``: each single-example step's gradient scaled to that joint norm first
+    (meralg1.py's clip_grad_norm_ before every step); the reference path runs it."""
+    hp = dict(MER_CASES["alg1"], lr=0.2, k=3, mem_size=5)
+    s = _train("mer", True, lr=hp["lr"], beta=hp["beta"], gamma=hp["gamma"], batches_per_example=hp["s"],
+               replay_batch=hp["k"], mem_size=hp["mem_size"], algorithm=1, grad_clip_norm=3.0)
+    assert s.report().backend == "reference"  # the kernels do not clip
+    expected, memory = _expected_mer(**hp, clip=3.0)
+    x, y = _data()
+    _check_memory(s, memory, x, y)
+    _check_params(s, expected)
 
 
 # -- continual Reptile ----------------------------------------------------------------
