@@ -49,7 +49,7 @@ from benchmark.tables import (
     to_markdown,
 )
 from benchmark.targets import Target
-from benchmark.targets import from_config_text as targets_in
+from benchmark.targets import from_config as targets_in
 from benchmark.targets import rows as target_rows
 from benchmark.tidy import average_accuracy_table, long_table, matrix_table
 
@@ -262,8 +262,7 @@ def collect(root: str | Path, *, scanned: tuple[list[dict[str, Any]], list[BadRe
         table = comparison(long, sid)
         sec = ScenarioSection(label, table, scenario=str(head["scenario"]), section_id=sid, slug=stem,
                               setting=_setting_text(by_run.get(head["run_id"]) or {}))
-        in_section = [r for r in records if config_ids.get(r.get("run_id")) in set(table["config_id"])]
-        sec.targets = target_rows(goals, table.to_dict("records"), config_ids, in_section, scenario=sec.scenario,
+        sec.targets = target_rows(goals, table.to_dict("records"), config_ids, records, scenario=sec.scenario,
                                   units=units)
         m = matrices[matrices["section_id"] == sid]
         c = curves[curves["section_id"] == sid] if len(curves) else curves

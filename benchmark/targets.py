@@ -94,7 +94,7 @@ def parse(raw: Any, *, scenarios: Iterable[str], strategies: Iterable[tuple[str,
     return tuple(out)
 
 
-def from_config_text(raw: Any) -> tuple[list[Target], list[str]]:
+def from_config(raw: Any) -> tuple[list[Target], list[str]]:
     """The well-formed targets of a parsed config kept with the results (validated when it ran),
     and one line for each entry that is not (a hand-edited file): the report shows both."""
     found, problems = [], []

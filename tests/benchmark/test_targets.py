@@ -79,13 +79,13 @@ def test_the_report_shows_each_target_beside_the_measured_value(tmp_path):
 
 
 def test_a_target_no_run_matches_says_so_and_a_broken_kept_target_is_named(tmp_path):
-    from benchmark.targets import Target, from_config_text, rows
+    from benchmark.targets import Target, from_config, rows
 
     t = Target("permuted-mnist", "naive", "acc", 50.0, "x")
     (row,) = rows([t], [], {}, [], scenario="permuted-mnist", units={"acc": 100.0})
     assert row["seeds"] == 0 and math.isnan(row["measured"]) and math.isnan(row["difference"])
     assert rows([t], [], {}, [], scenario="rotated-mnist", units={}) == []
-    found, problems = from_config_text({"targets": [_target(), {"scenario": "x"}]})
+    found, problems = from_config({"targets": [_target(), {"scenario": "x"}]})
     assert len(found) == 1 and problems == ["targets[1] skipped: not a valid target ({'scenario': 'x'})"]
 
 
