@@ -338,6 +338,10 @@ def validate(raw: dict[str, Any], *, where: str = "config") -> Experiment:
         v = train[k]
         if isinstance(v, bool) or not isinstance(v, int) or v < 1:
             raise ConfigError(f"{where}: train.{k} must be an integer >= 1, got {v!r}")
+    for k in ("eval_every", "eval_subsample"):
+        v, low = train[k], 0 if k == "eval_every" else 1
+        if isinstance(v, bool) or not isinstance(v, int) or v < low:
+            raise ConfigError(f"{where}: train.{k} must be an integer >= {low}, got {v!r}")
     if train["eval_head"] not in HEADS:
         raise ConfigError(f"{where}: train.eval_head is {train['eval_head']!r}; allowed: {', '.join(HEADS)}"
                           f"{closest(str(train['eval_head']), HEADS)}")

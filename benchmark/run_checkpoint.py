@@ -112,8 +112,10 @@ def _checkpoint_problem(data: Any, run_id: str, n_tasks: int) -> str | None:
 
 
 def save_checkpoint(ckpt: Checkpoints, spec: RunSpec, strategy, n_tasks: int, rows: list[list[float]],
-                    random_init: list[float], train_s: float, eval_s: float) -> None:
-    """Everything needed to continue after task ``len(rows) - 1`` exactly. A strategy whose
+                    random_init: list[float], train_s: float, eval_s: float,
+                    measured: dict[str, Any] | None = None) -> None:
+    """Everything needed to continue after task ``len(rows) - 1`` exactly (``measured``: what the
+    harness counted during training so far, JSON-like). A strategy whose
     state turns out not to be saveable is not checkpointed any further (the last checkpoint,
     of an earlier task, stays valid)."""
     try:
@@ -125,6 +127,7 @@ def save_checkpoint(ckpt: Checkpoints, spec: RunSpec, strategy, n_tasks: int, ro
             "model": {k: v.detach().cpu().clone() for k, v in strategy.model.state_dict().items()},
             "strategy_state": strategy_checkpoint.capture(strategy),
             "rng": strategy_checkpoint.global_rng_state(),
+            "measured": measured or {},
             "saved_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         }
         ckpt.save(payload)

@@ -24,13 +24,16 @@ import torch
 import scenarios
 import strategies
 from benchmark import metrics
+from benchmark.compute import GradientCounter, per_incoming
 from benchmark.config import RunSpec
+from benchmark.continual_eval import make_continual_evaluation, subsample
 from benchmark.evaluation import class_means, eval_sets, evaluate, ncm_examples, nearest_prototype, penultimate
 from benchmark.messages import error_line
 from benchmark.metric_names import METRICS
 from benchmark.models import build_model
 from benchmark.provenance import machine, peak_rss_mb, versions
 from benchmark.run_checkpoint import Checkpoints, one_line, save_checkpoint
+from benchmark.stream_metrics import Curves, curve_metrics, stability_gaps
 from strategies import checkpoint as strategy_checkpoint
 from strategies import contract as strategy_contract
 
@@ -154,20 +157,29 @@ def _train_and_evaluate(spec: RunSpec, progress: Progress | None, ckpt: Checkpoi
     saved = ckpt.load(n_tasks) if ckpt is not None and resume else None
 
     monitor = _monitor_plugin()
+    every = spec.train.get("eval_every", 0)
+    kept = subsample(tests, spec.train.get("eval_subsample", 200)) if every else None
+    continual = make_continual_evaluation(every=every, tests=kept.sets) if every else None
     context = strategies.StrategyContext(
         device=device, batch_size=spec.train["batch_size"], epochs=spec.train["epochs"], eval_batch_size=eval_bs,
         n_classes=stream.n_classes, input_shape=stream.input_shape, task_labels=stream.task_labels,
-        classes_per_task=stream.classes_per_task, seed=spec.seed, plugins=(monitor,),
+        classes_per_task=stream.classes_per_task, seed=spec.seed,
+        plugins=(monitor,) if continual is None else (monitor, continual),
         mask_training=spec.train.get("task_mask", True),
     )
+    counter = GradientCounter(model=model)
     strategy = strategies.build(spec.strategy, model=model, context=context, **spec.hparams)
     model = strategy.model  # a strategy may wrap or replace the model
 
-    def measure() -> list[float]:
-        """One row of the accuracy matrix, by the run's head (benchmark.evaluation)."""
+    def measure(sets=tests) -> list[float]:
+        """Accuracy on each of ``sets`` (default: one row of the accuracy matrix), by the run's head
+        (benchmark.evaluation)."""
         scorer = _scorer(strategy, model, head, ncm_data, n_classes=stream.n_classes, batch_size=eval_bs,
                          device=device)
-        return evaluate(model, tests, batch_size=eval_bs, device=device, scorer=scorer)
+        return evaluate(model, sets, batch_size=eval_bs, device=device, scorer=scorer)
+
+    if continual is not None:
+        continual.attach(measure)
 
     if saved is not None:  # measured before the crash
         random_init, eval_s = list(saved["random_init_acc"]), 0.0
@@ -178,6 +190,8 @@ def _train_and_evaluate(spec: RunSpec, progress: Progress | None, ckpt: Checkpoi
     rows: list[list[float]] = []
     train_s = 0.0
     whole_stream = strategy_contract.trains_on_whole_stream(strategy)
+    if whole_stream:  # one training on everything: no task switch to follow
+        continual = None
     if ckpt is not None and ckpt.enabled:
         reason = ("it trains once on the whole stream: there is nothing to save between tasks" if whole_stream
                   else strategy_checkpoint.unsupported(strategy))
@@ -197,6 +211,7 @@ def _train_and_evaluate(spec: RunSpec, progress: Progress | None, ckpt: Checkpoi
             return _train_and_evaluate(spec, progress, ckpt, resume=False)
         start = saved["next_task"]
         rows = [list(r) for r in saved["rows"]]
+        counter.examples = int((saved.get("measured") or {}).get("gradient_examples", 0))
         train_s, eval_s = saved["timing"]["train_s"], saved["timing"]["eval_s"] + eval_s
         ckpt.info["resumed_from_task"] = start
     if progress:
@@ -217,25 +232,48 @@ def _train_and_evaluate(spec: RunSpec, progress: Progress | None, ckpt: Checkpoi
             if i < start:
                 continue
             t0 = time.perf_counter()
+            during = continual.recorded.seconds if continual is not None else 0.0
+            if continual is not None:
+                continual.start_task(i)
             strategy.train(exp)
-            train_s += time.perf_counter() - t0
+            if continual is not None:
+                continual.end_task()
+            spent = time.perf_counter() - t0
+            measuring = (continual.recorded.seconds - during) if continual is not None else 0.0
+            train_s += spent - measuring
+            eval_s += measuring
             _check_weights(model, i)
             t0 = time.perf_counter()
             rows.append(measure())
             eval_s += time.perf_counter() - t0
             if ckpt is not None and ckpt.enabled and i + 1 < n_tasks:
-                save_checkpoint(ckpt, spec, strategy, n_tasks, rows, random_init, train_s, eval_s)
+                save_checkpoint(ckpt, spec, strategy, n_tasks, rows, random_init, train_s, eval_s,
+                                {"gradient_examples": counter.examples})
             if progress:
                 progress(i + 1, n_tasks)
 
+    counter.close()
     found = metrics.all_metrics(rows, random_init)
     if whole_stream:  # one training on everything: there is no "just after task j", only ACC is defined
         found.update({k: math.nan for k in METRICS if k != "acc"})
     report = strategy_contract.report_of(strategy)
+    curves = None
+    if continual is not None:
+        measured = continual.recorded.to_dict()
+        curves = {"eval_every": every, "subsample": [len(t.y) for t in kept.sets], "subsample_digest": kept.digest,
+                  **{k: measured[k] for k in ("iterations", "acc", "task_ends", "online")}}
+        parsed = Curves.from_record(curves)
+        found.update(curve_metrics(parsed, curves["online"]))
+        curves["gaps"] = [vars(g) for g in stability_gaps(parsed)]
     found.update({f"strategy_{k}": v for k, v in report.extra_metrics.items()})
+    incoming = sum(len(exp.dataset) for exp in stream.benchmark.train_stream) * spec.train["epochs"]
+    gradient_examples = counter.examples if report.gradient_examples is None else report.gradient_examples
     timing = {"train_s": train_s, "eval_s": eval_s, "eval_share": eval_s / max(train_s + eval_s, 1e-12),
               "iterations": monitor.iterations, "inner_steps": report.inner_steps,
-              "meta_losses": report.meta_losses, "meta_examples": report.meta_examples}
+              "meta_losses": report.meta_losses, "meta_examples": report.meta_examples,
+              "incoming_examples": incoming, "gradient_examples": gradient_examples,
+              "grad_per_example": per_incoming(gradient_examples, incoming),
+              "curve_eval_s": continual.recorded.seconds if continual is not None else None}
     return {
         "acc_matrix": rows,
         "random_init_acc": random_init,
@@ -247,4 +285,6 @@ def _train_and_evaluate(spec: RunSpec, progress: Progress | None, ckpt: Checkpoi
         "n_tasks": n_tasks,
         "joint_training": whole_stream,
         "backend": report.backend,
+        "gradients_counted_by": "hooks" if report.gradient_examples is None else "strategy",
+        "curves": curves,
     }

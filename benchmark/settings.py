@@ -61,6 +61,13 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("train", "eval_head", " | ".join(HEADS), "logits",
             "how accuracy is scored: the largest output (a prototype strategy such as cope: its nearest "
             "prototype), or ncm, the nearest class mean of the representation (benchmark/evaluation.py)"),
+    Setting("train", "eval_every", "integer >= 0", 0,
+            "continual evaluation: every N training iterations, the accuracy on a fixed subsample of every "
+            "task seen so far, and online accuracy on each incoming minibatch (0: only at task ends; "
+            "benchmark/continual_eval.py, metrics in benchmark/stream_metrics.py)"),
+    Setting("train", "eval_subsample", "integer >= 1", 200,
+            "test examples per task that continual evaluation scores (the same positions for every strategy "
+            "and seed of a stream)"),
     Setting("model", "name", " | ".join(("auto", *BACKBONES)), "auto",
             "the backbone (auto: the stream's own, mlp for MNIST-like data, cnn for CIFAR)"),
     Setting("model", "hidden", "non-empty list of integers >= 1", [100, 100], "hidden layer widths of the mlp"),

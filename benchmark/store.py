@@ -219,7 +219,32 @@ def problem(rec: Any, run_id: str | None = None) -> str | None:
         return f"'random_init_acc' is not a list of {t} accuracies"
     if "n_tasks" in rec and rec["n_tasks"] != t:
         return f"'n_tasks' is {rec['n_tasks']!r} but 'acc_matrix' has {t} rows"
-    return _metrics_disagree(rec["metrics"], m, b)
+    return _metrics_disagree(rec["metrics"], m, b) or _curves_disagree(rec)
+
+
+def _curves_disagree(rec: dict[str, Any]) -> str | None:
+    """Malformed continual-evaluation curves, or a curve metric that is not what they give (one
+    line), or None (also for a record without curves)."""
+    curves = rec.get("curves")
+    if curves is None:
+        return None
+    from benchmark.stream_metrics import Curves, curve_metrics
+
+    try:
+        parsed = Curves.from_record(curves)
+        computed = curve_metrics(parsed, curves.get("online"))
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        return f"'curves' is malformed ({exc})"
+    if not all(a is None or (_number(a) and 0.0 <= a <= 1.0) for row in parsed.acc for a in row):
+        return "'curves' holds a value that is not an accuracy in [0, 1]"
+    stored = rec.get("metrics") or {}
+    for key, value in computed.items():
+        if value is None:
+            continue
+        if not _number(stored.get(key)) or not math.isclose(stored[key], value, rel_tol=1e-9, abs_tol=1e-12):
+            return (f"metric '{key}' is {stored.get(key)!r} but its curves give {value:.6g}; "
+                    "the record was edited or damaged")
+    return None
 
 
 def _metrics_disagree(stored: dict[str, Any], acc_matrix: list, random_init: list) -> str | None:

@@ -36,11 +36,14 @@ class StrategyReport:
     ``meta_losses``: meta-loss evaluations (La-MAML: ``L(B; theta_{i+1})``); ``meta_examples``:
     the examples those evaluations forwarded and backpropagated (the sum of their ``|B|``); ``backend``: the
     implementation that ran (``reference`` or a compiled backend's name); ``extra_metrics``:
-    numbers recorded as ``metrics.strategy_<name>``."""
+    numbers recorded as ``metrics.strategy_<name>``. ``gradient_examples``: the examples whose
+    loss gradient it backpropagated, for a backend that bypasses torch autograd (the harness
+    counts them itself for everything that goes through the model's forward; None: let it)."""
 
     inner_steps: int | None = None
     meta_losses: int | None = None
     meta_examples: int | None = None
+    gradient_examples: int | None = None
     backend: str | None = None
     extra_metrics: Mapping[str, Any] = field(default_factory=dict)
 
@@ -110,7 +113,7 @@ def _check_report(report: Any, *, owner: str) -> None:
     if not isinstance(report, StrategyReport):
         raise StrategyError(f"strategy '{owner}': report() returned {type(report).__name__}; it must return a "
                             "strategies.StrategyReport")
-    for name in ("inner_steps", "meta_losses", "meta_examples"):
+    for name in ("inner_steps", "meta_losses", "meta_examples", "gradient_examples"):
         value = getattr(report, name)
         if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
             raise StrategyError(f"strategy '{owner}': report().{name} must be an integer >= 0 or None, got {value!r}")

@@ -109,12 +109,15 @@ class LookAheadMAML(SingleThreadedExperiences, OutputsWithoutGraph, _meta_templa
 
     def report(self) -> StrategyReport:
         """Inner steps, meta-loss evaluations, the backend of the last glance, and the mean
-        learned rate relu(alpha) for the run record."""
+        learned rate relu(alpha) for the run record; with the compiled backend, which bypasses
+        torch, also the examples backpropagated (inner examples plus meta-loss examples)."""
         with torch.no_grad():
             n = sum(a.numel() for a in self.alphas)
             mean_alpha = float(sum(torch.relu(a).sum() for a in self.alphas) / max(n, 1))
+        compiled = self.backend_used not in (None, "reference")  # single-example inner steps, outside torch
         return StrategyReport(inner_steps=int(self.inner_steps), meta_losses=int(self.meta_losses),
                               meta_examples=int(self.meta_examples),
+                              gradient_examples=int(self.inner_steps + self.meta_examples) if compiled else None,
                               backend=self.backend_used, extra_metrics={"mean_alpha": mean_alpha})
 
     # -- checkpoints (strategies.checkpoint) -------------------------------------------

@@ -170,8 +170,11 @@ class MER(SingleThreadedExperiences, OutputsWithoutGraph, _meta_template()):
         """Nothing: MER's meta-updates are the Reptile steps inside ``_inner_updates``."""
 
     def report(self) -> StrategyReport:
-        """The single-example SGD steps taken, and the backend that took the last ones."""
-        return StrategyReport(inner_steps=int(self.inner_steps), backend=self.backend_used)
+        """The single-example SGD steps taken, and the backend that took the last ones; with the
+        compiled backend, which bypasses torch, also the examples backpropagated (one per step)."""
+        compiled = self.backend_used not in (None, "reference")
+        return StrategyReport(inner_steps=int(self.inner_steps), backend=self.backend_used,
+                              gradient_examples=int(self.inner_steps) if compiled else None)
 
     # -- checkpoints (strategies.checkpoint) -------------------------------------------
     def checkpoint_state(self) -> dict:

@@ -92,14 +92,15 @@ for ckpt in args["runs"]:
     digests.clear()
     rec = runner.run_one(spec, checkpoint_dir=None if ckpt is None else Path(ckpt))
     results.append({k: rec.get(k) for k in ("status", "error", "acc_matrix", "random_init_acc", "metrics",
-                                            "timing", "checkpoint")} | {"digests": list(digests)})
+                                            "timing", "checkpoint", "curves")} | {"digests": list(digests)})
 Path(args["out"]).write_text(json.dumps(results))
 '''
 
 
-def _config(strategy: str, hparams: dict, *, n_tasks: int = N_TASKS, seed: int = 0) -> dict:
+def _config(strategy: str, hparams: dict, *, n_tasks: int = N_TASKS, seed: int = 0, eval_every: int = 0) -> dict:
     name = "mer" if strategy.startswith("mer") else "er" if strategy.startswith("er-") else strategy
-    return {"name": "ckpt", "seeds": [seed], "train": {"batch_size": 10, "epochs": 1, "device": "cpu"},
+    return {"name": "ckpt", "seeds": [seed],
+            "train": {"batch_size": 10, "epochs": 1, "device": "cpu", "eval_every": eval_every},
             "model": {"name": "mlp", "hidden": [32, 32]}, "scenarios": [{**STREAM, "n_tasks": n_tasks}],
             "strategies": [{"name": name, **hparams}]}
 
@@ -140,8 +141,9 @@ def _child(tmp: Path, args: dict, *, kill_at: int | None = None, ckpt: Path | No
     return json.loads(out.read_text())
 
 
-def _kill_and_resume(tmp: Path, strategy: str, hparams: dict, *, n_tasks: int = N_TASKS, hold: bool = True):
-    config = _config(strategy, hparams, n_tasks=n_tasks)
+def _kill_and_resume(tmp: Path, strategy: str, hparams: dict, *, n_tasks: int = N_TASKS, hold: bool = True,
+                     eval_every: int = 0):
+    config = _config(strategy, hparams, n_tasks=n_tasks, eval_every=eval_every)
     folder = tmp / "run"
     ckpt = folder / "checkpoint.pt"
     # 1. a run killed with SIGKILL once the checkpoint of task 2 (next task 2) is written
@@ -153,7 +155,8 @@ def _kill_and_resume(tmp: Path, strategy: str, hparams: dict, *, n_tasks: int = 
     return resumed, reference, killed_at, ckpt
 
 
-def _check_same(resumed: dict, reference: dict, killed_at: int, ckpt: Path, n_tasks: int = N_TASKS) -> None:
+def _check_same(resumed: dict, reference: dict, killed_at: int, ckpt: Path, n_tasks: int = N_TASKS, *,
+                digests: bool = True) -> None:
     assert reference["status"] == "done", reference["error"]
     assert resumed["status"] == "done", resumed["error"]
     info = resumed["checkpoint"]
@@ -162,11 +165,13 @@ def _check_same(resumed: dict, reference: dict, killed_at: int, ckpt: Path, n_ta
     assert resumed["acc_matrix"] == reference["acc_matrix"]  # exact
     assert resumed["random_init_acc"] == reference["random_init_acc"]
     # the weights after every task the resumed run trained, bit for bit
-    assert len(resumed["digests"]) == n_tasks - killed_at
-    assert resumed["digests"] == reference["digests"][-(n_tasks - killed_at):]
-    for k in ("iterations", "inner_steps"):
+    if digests:
+        assert len(resumed["digests"]) == n_tasks - killed_at
+        assert resumed["digests"] == reference["digests"][-(n_tasks - killed_at):]
+    for k in ("iterations", "inner_steps", "gradient_examples"):
         assert resumed["timing"][k] == reference["timing"][k]
     assert resumed["metrics"] == reference["metrics"]  # includes La-MAML's mean learned rate
+    assert resumed["curves"] == reference["curves"]
 
 
 @pytest.mark.parametrize("strategy", [
@@ -175,6 +180,14 @@ def test_killed_run_resumes_to_the_same_results(tmp_path, strategy):
     resumed, reference, killed_at, ckpt = _kill_and_resume(tmp_path, strategy, CHECKPOINTED[strategy])
     assert killed_at == 2
     _check_same(resumed, reference, killed_at, ckpt)
+
+
+def test_killed_run_keeps_its_curves_and_compute_counts(tmp_path):
+    """Continual evaluation across a kill: the resumed run's curves, online counts, curve
+    metrics and gradient evaluations are those of a run never interrupted."""
+    resumed, reference, killed_at, ckpt = _kill_and_resume(tmp_path, "er", CHECKPOINTED["er"], eval_every=4)
+    assert reference["curves"]["task_ends"] == [6 * (k + 1) for k in range(N_TASKS)]
+    _check_same(resumed, reference, killed_at, ckpt, digests=False)
 
 
 @pytest.mark.slow

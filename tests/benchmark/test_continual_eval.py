@@ -1,0 +1,116 @@
+"""Continual evaluation on real streams (mnist5k): the curves show the stability gap where it
+is known to exist, they do not change training, every run of a stream is scored on the same
+examples, and the record's metrics are those of its curves."""
+
+from __future__ import annotations
+
+import pytest
+
+from benchmark import runner
+from benchmark.config import validate
+from benchmark.continual_eval import subsample_positions
+from benchmark.store import problem
+from benchmark.stream_metrics import Curves, curve_metrics
+
+
+def _record(strategy: str, hparams: dict, *, eval_every: int = 0, seed: int = 0, n_tasks: int = 2,
+            per_task: int | None = 300, name: str = "permuted-mnist", stream: dict | None = None, **train) -> dict:
+    config = {"name": "ce", "seeds": [seed], "model": {"name": "mlp", "hidden": [100, 100]},
+              "train": {"batch_size": 10, "epochs": 1, "device": "cpu", "eval_every": eval_every, **train},
+              "scenarios": [{"name": name, "source": "mnist5k", "n_tasks": n_tasks, "per_task": per_task,
+                             **(stream or {})}],
+              "strategies": [{"name": strategy, **hparams}]}
+    rec = runner.run_one(validate(config).specs()[0])
+    assert rec["status"] == "done", rec.get("error")
+    return rec
+
+
+SPLIT = {"name": "split-mnist", "per_task": None, "n_tasks": 5, "eval_every": 1}
+
+
+def test_naive_fine_tuning_loses_the_old_task_within_the_first_iterations():
+    """De Lange et al. 2023 on class-incremental Split-MNIST: fine-tuning on the second task
+    drops the first task's accuracy within a few iterations. Evaluated after every iteration,
+    task 0 falls from its end-of-task value to nearly nothing within 10 iterations of the
+    switch, and the record's gap says so (and that it never recovers)."""
+    rec = _record("naive", {"lr": 0.1}, **SPLIT)
+    curves = Curves.from_record(rec["curves"])
+    switch = curves.task_ends[0]
+    assert curves.iterations == tuple(range(1, curves.task_ends[-1] + 1))
+    end_of_task_0 = curves.at(switch)[0]
+    first = [row[0] for _, row in curves.points(switch, switch + 10)]
+    assert end_of_task_0 > 0.9 and min(first) < 0.1, (end_of_task_0, first)
+    gap = rec["curves"]["gaps"][0]
+    assert gap["task"] == 1 and gap["depth"] == pytest.approx(end_of_task_0 - min(
+        row[0] for _, row in curves.points(switch, curves.task_ends[1])))
+    assert gap["trough"] <= 10 and gap["recovery"] is None
+    assert rec["metrics"]["gap_depth"] == pytest.approx(sum(g["depth"] for g in rec["curves"]["gaps"]) / 4)
+
+
+def test_replay_drops_after_the_switch_and_recovers_part_of_it():
+    """The stability gap proper (ibid.): with replay, old-task accuracy still drops right after
+    the switch, then climbs back while the new task trains."""
+    rec = _record("er", {"lr": 0.1, "mem_size": 200, "replay_batch": 10}, **SPLIT)
+    curves = Curves.from_record(rec["curves"])
+    gap = rec["curves"]["gaps"][0]
+    switch, end = curves.task_ends[0], curves.task_ends[1]
+    trough = curves.at(switch + gap["trough"])[0]
+    assert gap["depth"] > 0.1 and gap["trough"] < end - switch
+    assert curves.at(end)[0] > trough + 0.05  # recovered part of the drop by the end of task 1
+
+
+@pytest.mark.parametrize("strategy, hparams", [
+    ("er", {"mem_size": 50, "replay_batch": 5, "per_example": True}),
+    ("mer", {"mem_size": 50, "replay_batch": 3, "batches_per_example": 2}),
+    ("la-maml", {"mem_size": 50, "replay_batch": 5, "glances": 2}),
+    ("cope", {"mem_size": 50}),
+])
+def test_continual_evaluation_does_not_change_training(strategy, hparams):
+    """The same seed with and without evaluation every 3 iterations: the same accuracy matrix,
+    bit for bit (evaluation draws no random number and restores the model's mode)."""
+    plain = _record(strategy, hparams, per_task=150)
+    measured = _record(strategy, hparams, eval_every=3, per_task=150)
+    assert plain["curves"] is None and measured["curves"] is not None
+    assert measured["acc_matrix"] == plain["acc_matrix"]
+    assert measured["timing"]["gradient_examples"] == plain["timing"]["gradient_examples"]
+
+
+def test_every_run_of_a_stream_is_scored_on_the_same_positions():
+    digests = {(s, seed): _record(s, hp, eval_every=50, seed=seed, per_task=100)["curves"]["subsample_digest"]
+               for s, hp in (("naive", {"lr": 0.1}), ("er", {"mem_size": 20, "replay_batch": 5}))
+               for seed in (0, 1)}
+    assert len(set(digests.values())) == 1, digests
+    # and the positions are a real subsample: fewer than the test set, different per task
+    a, b = subsample_positions(1000, 200, task=0), subsample_positions(1000, 200, task=1)
+    assert len(a) == 200 and len(set(a.tolist())) == 200 and a.tolist() != b.tolist()
+
+
+def test_record_of_a_run_with_curves():
+    rec = _record("er", {"mem_size": 50, "replay_batch": 5}, eval_every=7, n_tasks=3, per_task=100,
+                  eval_subsample=50)
+    c = rec["curves"]
+    assert c["subsample"] == [50, 50, 50]
+    assert c["task_ends"] == [10, 20, 30]
+    # every 7th iteration and every task end, each with the tasks seen so far
+    assert c["iterations"] == [7, 10, 14, 20, 21, 28, 30]
+    assert [len(row) for row in c["acc"]] == [1, 1, 2, 2, 3, 3, 3]
+    # online accuracy: every incoming example scored once, before training on it
+    assert c["online"]["seen"] == [100, 100, 100]
+    assert rec["metrics"]["online_acc"] == pytest.approx(sum(c["online"]["correct"]) / 300)
+    expected = curve_metrics(Curves.from_record(c), c["online"])
+    assert {k: rec["metrics"][k] for k in expected} == pytest.approx(expected)
+    assert problem(rec) is None
+    # a record whose curve metric was edited is refused, naming the metric
+    edited = {**rec, "metrics": {**rec["metrics"], "aaa": rec["metrics"]["aaa"] + 0.1}}
+    assert "metric 'aaa'" in problem(edited)
+
+
+def test_task_incremental_stream_scores_each_task_on_its_own_classes():
+    kw = {"eval_every": 5, "name": "split-mnist", "per_task": 100, "n_tasks": 5}
+    task_il = _record("naive", {"lr": 0.1}, stream={"task_incremental": True}, **kw)
+    class_il = _record("naive", {"lr": 0.1}, **kw)
+    # class-incremental fine-tuning forgets task 0 entirely by the end; scored over its own two
+    # classes only (task-incremental), task 0 keeps far more than chance among ten
+    assert class_il["curves"]["acc"][-1][0] < 0.2
+    assert task_il["curves"]["acc"][-1][0] > 0.6
+    assert task_il["curves"]["online"]["seen"] == [100] * 5
