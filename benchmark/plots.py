@@ -156,6 +156,64 @@ def cost_scatter(table: pd.DataFrame, *, title: str = "", ax=None) -> Figure:
     return fig
 
 
+def stability_gap_curves(curves: pd.DataFrame, *, title: str = "") -> Figure:
+    """Continual-evaluation curves of one section (columns of :func:`benchmark.tidy.curve_table`):
+    above, the accuracy of the first task against training iterations; below, the average
+    accuracy of the old tasks (those before the one training), one line per strategy (mean over
+    seeds), task switches as dotted lines. The drop right after each switch is the stability gap
+    (De Lange et al. 2023); a section's configurations share one iteration grid."""
+    if "section_id" in curves.columns and curves["section_id"].nunique(dropna=False) > 1:
+        raise ValueError("stability-gap curves: the runs belong to several sections (scenario settings); "
+                         "draw one section at a time (benchmark.groups)")
+    fig = Figure(figsize=(7.0, 5.2), layout="constrained")
+    first_ax, old_ax = fig.subplots(2, 1, sharex=True)
+    old = curves[curves["task"] < curves["current"]]
+    old_mean = old.groupby(["strategy", "seed", "iteration"])["acc"].mean().groupby(["strategy", "iteration"]).mean()
+    first = curves[curves["task"] == 0].groupby(["strategy", "iteration"])["acc"].mean()
+    for k, strategy in enumerate(sorted(curves["strategy"].unique())):
+        colour = f"C{k % 10}"
+        f = first.loc[strategy]
+        first_ax.plot(f.index, f.to_numpy() * 100, color=colour, linewidth=1.0, label=strategy)
+        if strategy in old_mean.index.get_level_values(0):
+            o = old_mean.loc[strategy]
+            old_ax.plot(o.index, o.to_numpy() * 100, color=colour, linewidth=1.0)
+    switches = curves.groupby("current")["iteration"].max().sort_index().to_numpy()[:-1]
+    for ax in (first_ax, old_ax):
+        for x in switches:
+            ax.axvline(x, color="grey", linestyle=":", linewidth=0.8)
+        ax.grid(alpha=0.3)
+    first_ax.set_ylabel("first task (%)")
+    old_ax.set_ylabel("old tasks, mean (%)")
+    old_ax.set_xlabel("training iteration (dotted: task switch)")
+    first_ax.set_title(title, fontsize=9)
+    first_ax.legend(fontsize=7, ncol=2)
+    return fig
+
+
+def equal_compute_scatter(table: pd.DataFrame, *, title: str = "", ax=None) -> Figure:
+    """ACC against gradient evaluations per incoming example (log scale), one point per
+    strategy with ± one standard deviation over seeds on both axes, from a comparison table
+    with the ``grad_per_example`` column: accuracy at equal compute."""
+    fig, ax = _axis(ax)
+    data = table.dropna(subset=["acc_mean", "grad_per_example_mean"])
+    data = data[data["grad_per_example_mean"] > 0]
+    for k, (_, row) in enumerate(data.iterrows()):
+        x, y = row["grad_per_example_mean"], row["acc_mean"] * 100
+        xerr = 0 if np.isnan(row["grad_per_example_std"]) else row["grad_per_example_std"]
+        ax.errorbar(x, y, xerr=xerr, yerr=0 if np.isnan(row["acc_std"]) else row["acc_std"] * 100, fmt="o",
+                    color=f"C{k % 10}", capsize=2)
+        ax.annotate(row["strategy"], (x, y), fontsize=8, xytext=(4, 4), textcoords="offset points")
+    from matplotlib.ticker import NullFormatter
+
+    ax.set_xscale("log")
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.set_xlabel("gradient evaluations per incoming example (log scale)")
+    ax.set_ylabel("ACC (%)")
+    ax.set_title(title, fontsize=9)
+    ax.grid(alpha=0.3, which="both")
+    return fig
+
+
 def to_bytes(fig: Figure, fmt: str, *, metadata: dict[str, str] | None = None) -> bytes:
     """The figure as PNG or SVG bytes (``metadata``: text fields stored in the file)."""
     buf = io.BytesIO()

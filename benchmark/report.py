@@ -36,7 +36,7 @@ import pandas as pd
 
 from benchmark import faults, plots
 from benchmark.messages import first_line
-from benchmark.metric_names import METRICS
+from benchmark.metric_names import CURVE_METRICS, METRICS
 from benchmark.names import safe_name
 from benchmark.store import CONFIGS_FOLDER, BadRecord, RunStore, remove_stale_temps, write_atomic
 from benchmark.tables import (
@@ -45,13 +45,14 @@ from benchmark.tables import (
     SIGNIFICANCE,
     comparison,
     headers,
+    table_metrics,
     to_latex,
     to_markdown,
 )
 from benchmark.targets import Target
 from benchmark.targets import from_config as targets_in
 from benchmark.targets import rows as target_rows
-from benchmark.tidy import average_accuracy_table, long_table, matrix_table
+from benchmark.tidy import average_accuracy_table, curve_table, long_table, matrix_table
 
 _DEFINED_AS = {
     "acc": "retained accuracy (RA): mean_j R[T-1, j], accuracy on every task after the last one",
@@ -60,7 +61,26 @@ _DEFINED_AS = {
     "fwt": "forward transfer: 1/(T-1) sum_{j>=1} (R[j-1, j] - b[j]), b = accuracy of the untrained model",
     "forgetting": "Chaudhry et al. (2018): 1/(T-1) sum_{j<T-1} (max_{l<T-1} R[l, j] - R[T-1, j])",
 }
+_DEFINED_AS.update({
+    "grad_per_example": ("gradient evaluations per incoming example: examples backpropagated through the model "
+                         "(inner steps, meta-losses, replay), counted by hooks on the model or reported by a "
+                         "compiled backend, over the training examples of the stream"),
+    "aaa": ("average anytime accuracy (Caccia et al. 2022; Koh et al. 2022): mean over evaluation points during "
+            "training of the mean accuracy on the tasks seen so far"),
+    "min_acc": ("De Lange et al. (2023): mean over old tasks of the lowest accuracy each had after its own "
+                "training ended, up to the end of the stream"),
+    "wc_acc": "De Lange et al. (2023): (1/T) A(last task at its end) + (1 - 1/T) min-ACC",
+    "gap_depth": ("stability gap (De Lange et al. 2023): at each task switch, the pre-switch mean accuracy of the "
+                  "old tasks minus its lowest value while the new task trains (0 if it never drops), averaged "
+                  "over switches"),
+    "gap_recovered": ("share of task switches after which the old tasks' mean accuracy came back to its "
+                      "pre-switch value before the new task ended"),
+    "online_acc": ("online accuracy (Cai et al. 2021): accuracy on each incoming minibatch before training on it, "
+                   "over the whole stream"),
+})
 DEFINITIONS = [(METRIC_INFO[m][0], _DEFINED_AS[m]) for m in METRICS]  # (column title, definition)
+# shown under "Metrics" when a section's table has them
+EXTRA_DEFINITIONS = [(m, METRIC_INFO[m][0], _DEFINED_AS[m]) for m in ("grad_per_example", *CURVE_METRICS)]
 NOTES = [
     "R[i][j] is the test accuracy on task j after training on task i (indices from 0).",
     ("The GEM, MER and La-MAML reference code divides BWT and FWT by T, not T-1; this report uses the "
@@ -99,6 +119,7 @@ class ScenarioSection:
     label: str
     table: pd.DataFrame
     figures: list[PlotFile] = field(default_factory=list)
+    metrics: tuple[str, ...] = REPORT_METRICS  # the table's metric columns (benchmark.tables.table_metrics)
     scenario: str = ""
     section_id: str = ""
     slug: str = ""
@@ -245,6 +266,7 @@ def collect(root: str | Path, *, scanned: tuple[list[dict[str, Any]], list[BadRe
     long = long_table(records)
     matrices = matrix_table(records)
     curves = average_accuracy_table(matrices) if len(matrices) else matrices
+    during = curve_table(records)
     configs = saved_configs(store.root) if configs is None else configs
     if title is None:
         config_file = store.root / "experiment.yaml"
@@ -259,9 +281,10 @@ def collect(root: str | Path, *, scanned: tuple[list[dict[str, Any]], list[BadRe
     sections = []
     for _, head in heads.iterrows():
         sid, label, stem = head["section_id"], head["section"], section_slugs[head["section_id"]]
-        table = comparison(long, sid)
+        metrics = table_metrics(long, sid)
+        table = comparison(long, sid, metrics)
         sec = ScenarioSection(label, table, scenario=str(head["scenario"]), section_id=sid, slug=stem,
-                              setting=_setting_text(by_run.get(head["run_id"]) or {}))
+                              setting=_setting_text(by_run.get(head["run_id"]) or {}), metrics=metrics)
         sec.targets = target_rows(goals, table.to_dict("records"), config_ids, records, scenario=sec.scenario,
                                   units=units)
         m = matrices[matrices["section_id"] == sid]
@@ -273,6 +296,15 @@ def collect(root: str | Path, *, scanned: tuple[list[dict[str, Any]], list[BadRe
                                       plots.forgetting_bars, table, title=f"{label}: forgetting and BWT"))
             sec.figures.append(figure(f"{stem}__cost", f"{label}: ACC against train time",
                                       plots.cost_scatter, table, title=f"{label}: accuracy and cost"))
+            if "grad_per_example" in metrics:
+                sec.figures.append(figure(
+                    f"{stem}__equal_compute", f"{label}: ACC at equal compute (gradient evaluations per example)",
+                    plots.equal_compute_scatter, table, title=f"{label}: accuracy at equal compute"))
+            d = during[during["section_id"] == sid] if len(during) else during
+            if len(d):
+                sec.figures.append(figure(
+                    f"{stem}__stability_gap", f"{label}: first task and old tasks during training (stability gap)",
+                    plots.stability_gap_curves, d, title=f"{label}: accuracy during training"))
             rows = m.drop_duplicates("config_id").sort_values("strategy", kind="stable")
             row_slugs = unique_slugs(dict(zip(rows["config_id"], rows["strategy"])))
             for config_id, strategy in zip(rows["config_id"], rows["strategy"]):
@@ -352,6 +384,12 @@ def _figure_maker(folder: Path) -> Callable[..., PlotFile]:
     return figure
 
 
+def _definitions(c: ReportContent) -> list[tuple[str, str]]:
+    """(column title, definition) of every metric column the report's tables show."""
+    shown = {m for sec in c.sections for m in sec.metrics}
+    return DEFINITIONS + [(title, text) for m, title, text in EXTRA_DEFINITIONS if m in shown]
+
+
 def _kv(d: dict[str, Any]) -> str:
     return ", ".join(f"{k} {v}" for k, v in d.items())
 
@@ -369,7 +407,7 @@ def render_markdown(c: ReportContent) -> str:
         out += [f"## {sec.label}", ""]
         if sec.setting:
             out += [f"Setting: {sec.setting} (section `{sec.section_id}`)", ""]
-        out += [to_markdown(sec.table), ""]
+        out += [to_markdown(sec.table, sec.metrics), ""]
         if sec.targets:
             out += ["Reproduction targets (measured minus target in the Difference column):", "",
                     "| " + " | ".join(TARGET_HEADERS) + " |", "|" + "---|" * len(TARGET_HEADERS)]
@@ -377,7 +415,8 @@ def render_markdown(c: ReportContent) -> str:
             out.append("")
         for f in sec.figures:
             out += [f"![{f.caption}](plots/{f.stem}.png)", ""]
-    out += ["## Metrics", ""] + [f"- **{k}**: {v}" for k, v in DEFINITIONS] + [""] + [f"- {n}" for n in NOTES] + [""]
+    out += ["## Metrics", ""] + [f"- **{k}**: {v}" for k, v in _definitions(c)] + [""] + [f"- {n}" for n in NOTES]
+    out += [""]
     if c.target_notes:
         out += ["Reproduction targets skipped:", ""] + [f"- {n}" for n in c.target_notes] + [""]
     out += ["## Failed runs", ""]
@@ -448,16 +487,16 @@ def _e(text: Any) -> str:
     return html.escape(str(text), quote=True)
 
 
-def _html_table(table: pd.DataFrame) -> str:
+def _html_table(table: pd.DataFrame, metrics: tuple[str, ...] = REPORT_METRICS) -> str:
     from benchmark.tables import cell
 
-    heads = headers(REPORT_METRICS)
+    heads = headers(metrics)
     rows = []
     for _, r in table.iterrows():
         cells = [f'<td data-v="{_e(r["strategy"])}">{_e(r["strategy"])}</td>',
                  f'<td data-v="{int(r["runs"])}">{int(r["runs"])}</td>',
                  f'<td data-v="{int(r["failed"])}">{int(r["failed"])}</td>']
-        for m in REPORT_METRICS:
+        for m in metrics:
             mean = r[f"{m}_mean"]
             v = "" if mean is None or (isinstance(mean, float) and math.isnan(mean)) else f"{mean:.6g}"
             cls = ' class="best"' if r[f"{m}_best"] else ""
@@ -479,7 +518,7 @@ def render_html(c: ReportContent) -> str:
         parts.append(f"<h2>{_e(sec.label)}</h2>")
         if sec.setting:
             parts.append(f'<p class="note">Setting: {_e(sec.setting)} (section <code>{_e(sec.section_id)}</code>)</p>')
-        parts.append(_html_table(sec.table))
+        parts.append(_html_table(sec.table, sec.metrics))
         if sec.targets:
             head = "".join(f'<th scope="col">{_e(h)}</th>' for h in TARGET_HEADERS)
             body = "".join("<tr>" + "".join(f"<td>{_e(x)}</td>" for x in _target_cells(t)) + "</tr>"
@@ -493,7 +532,7 @@ def render_html(c: ReportContent) -> str:
             parts.append(f'<figure><img alt="{_e(f.caption)}" src="data:image/png;base64,{data}">'
                          f"<figcaption>{_e(f.caption)}</figcaption></figure>")
         parts.append("</div>")
-    parts += ["<h2>Metrics</h2><ul>"] + [f"<li><b>{_e(k)}</b>: {_e(v)}</li>" for k, v in DEFINITIONS] + ["</ul>"]
+    parts += ["<h2>Metrics</h2><ul>"] + [f"<li><b>{_e(k)}</b>: {_e(v)}</li>" for k, v in _definitions(c)] + ["</ul>"]
     parts += ['<ul class="note">'] + [f"<li>{_e(n)}</li>" for n in NOTES] + ["</ul>"]
     if c.target_notes:
         parts.append('<p class="note">Reproduction targets skipped:</p><ul>')
@@ -543,8 +582,9 @@ def write_report(root: str | Path, *, scanned: tuple[list[dict[str, Any]], list[
     for sec in content.sections:
         base = out / "tables" / sec.slug
         write_atomic(base.with_suffix(".csv"), sec.table.to_csv(index=False))
-        write_atomic(base.with_suffix(".md"), to_markdown(sec.table) + "\n")
-        write_atomic(base.with_suffix(".tex"), to_latex(sec.table, caption=f"Results on {sec.label}") + "\n")
+        write_atomic(base.with_suffix(".md"), to_markdown(sec.table, sec.metrics) + "\n")
+        write_atomic(base.with_suffix(".tex"), to_latex(sec.table, caption=f"Results on {sec.label}",
+                                                        metrics=sec.metrics) + "\n")
         faults.reach("report-table")
     for sec in content.sections:
         for f in sec.figures:

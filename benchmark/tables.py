@@ -29,8 +29,17 @@ METRIC_INFO: dict[str, tuple[str, bool, bool]] = {
     "forgetting": ("Forgetting", False, True),
     "train_s": ("Train s", False, False),
     "eval_share": ("Eval %", False, True),
+    "grad_per_example": ("Grad/ex", False, False),
+    "aaa": ("AAA", True, True),
+    "min_acc": ("min-ACC", True, True),
+    "wc_acc": ("WC-ACC", True, True),
+    "gap_depth": ("Gap depth", False, True),
+    "gap_recovered": ("Gap recovered", True, True),
+    "online_acc": ("Online ACC", True, True),
 }
 REPORT_METRICS = (*METRICS, "train_s")
+COMPUTE_METRICS = ("grad_per_example",)  # shown where the runs counted their gradient evaluations
+CURVE_COLUMNS = ("aaa", "min_acc", "wc_acc", "gap_depth", "online_acc")  # shown where the runs recorded curves
 SUMMARY_METRICS = ("acc", "bwt", "forgetting", "train_s", "eval_share")
 SIGNIFICANCE = 0.05
 MARK = "†"
@@ -98,13 +107,22 @@ def comparison(long: pd.DataFrame, section: str, metrics: Sequence[str] = REPORT
     return table[[c for c in table.columns if c not in ("config_id", "section")] + ["section", "config_id"]]
 
 
+def table_metrics(long: pd.DataFrame, section: str) -> tuple[str, ...]:
+    """The columns of a section's comparison table: :data:`REPORT_METRICS`, then gradient
+    evaluations per incoming example and the continual-evaluation metrics where its runs have them."""
+    by_id = "section_id" in long.columns and section in set(long["section_id"])
+    sc = long[(long["section_id" if by_id else "section"] == section) & long["value"].notna()]
+    present = set(sc["metric"])
+    return (*REPORT_METRICS, *(m for m in (*COMPUTE_METRICS, *CURVE_COLUMNS) if m in present))
+
+
 def cell(row: pd.Series, metric: str, *, bold: tuple[str, str] = ("", ""), mark: str = MARK) -> str:
     """``mean ± sd`` of one metric (accuracies in %), bold where best, marked where p < 0.05."""
     mean, std = row[f"{metric}_mean"], row[f"{metric}_std"]
     if mean is None or (isinstance(mean, float) and math.isnan(mean)):
         return "–"
     scale = 100.0 if METRIC_INFO[metric][2] else 1.0
-    digits = 1
+    digits = 2 if metric == "grad_per_example" and mean < 10 else 1
     text = f"{mean * scale:.{digits}f}"
     if not (isinstance(std, float) and math.isnan(std)):
         text += f" ± {std * scale:.{digits}f}"
@@ -174,4 +192,5 @@ def summary_table(records: Iterable[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["METRIC_INFO", "comparison", "sections", "strategy_labels", "summary_table", "to_latex", "to_markdown", "welch_p"]
+__all__ = ["METRIC_INFO", "comparison", "sections", "strategy_labels", "summary_table", "table_metrics", "to_latex",
+           "to_markdown", "welch_p"]

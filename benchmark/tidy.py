@@ -14,7 +14,7 @@ from typing import Any, Iterable
 import pandas as pd
 
 from benchmark.groups import groups
-from benchmark.metric_names import METRICS, TIMES
+from benchmark.metric_names import CURVE_METRICS, METRICS, TIMES
 
 RUN_COLUMNS = ["run_id", "scenario", "section", "section_id", "strategy", "config_id", "seed"]
 
@@ -38,7 +38,10 @@ def long_table(records: Iterable[dict[str, Any]]) -> pd.DataFrame:
         timing = r.get("timing") or {}
         for name in METRICS:
             rows.append({**base, "metric": name, "value": metrics.get(name)})
-        for name in TIMES:
+        for name in CURVE_METRICS:
+            if name in metrics:
+                rows.append({**base, "metric": name, "value": metrics.get(name)})
+        for name in (*TIMES, "grad_per_example"):
             rows.append({**base, "metric": name, "value": timing.get(name)})
     df = pd.DataFrame(rows, columns=[*RUN_COLUMNS, "status", "metric", "value"])
     df["value"] = pd.to_numeric(df["value"], errors="coerce")
@@ -68,3 +71,25 @@ def average_accuracy_table(matrices: pd.DataFrame) -> pd.DataFrame:
     keys = [c for c in RUN_COLUMNS if c in matrices.columns] + ["after_task"]
     out = seen.groupby(keys, as_index=False, dropna=False, sort=True)["acc"].mean()
     return out.rename(columns={"acc": "avg_acc"})
+
+
+def curve_table(records: Iterable[dict[str, Any]]) -> pd.DataFrame:
+    """One row per value of every done run's continual-evaluation curves (``train.eval_every``):
+    the run columns, iteration, current (the task training then), task, acc; runs without
+    curves have no rows."""
+    records = list(records)
+    found = groups(records)
+    rows = []
+    for r in records:
+        c = r.get("curves")
+        if r.get("status") != "done" or not c:
+            continue
+        base = _run_columns(r, found[str(r.get("run_id"))])
+        ends = c["task_ends"]
+        current = 0
+        for it, accs in zip(c["iterations"], c["acc"]):
+            while current < len(ends) - 1 and it > ends[current]:
+                current += 1
+            for task, acc in enumerate(accs):
+                rows.append({**base, "iteration": it, "current": current, "task": task, "acc": acc})
+    return pd.DataFrame(rows, columns=[*RUN_COLUMNS, "iteration", "current", "task", "acc"])

@@ -26,7 +26,7 @@ def test_specs_cover_every_combination_with_resolved_parameters():
                           "glances": 1}
     assert er.scenario_params["source"] == "mnist5k" and er.scenario_params["identity_first"] is False
     assert exp.train == {"batch_size": 10, "epochs": 1, "eval_batch_size": 1000, "device": "auto", "task_mask": True,
-                         "eval_head": "logits"}
+                         "eval_head": "logits", "eval_every": 0, "eval_subsample": 200}
     assert exp.model == {"name": "auto", "hidden": [100, 100], "init": "torch"}
 
 

@@ -128,3 +128,38 @@ def test_report_in_a_real_browser(report_dir, tmp_path):
             browser.close()
     assert errors == []
     assert all(u.startswith(("file:", "data:")) for u in requests), requests
+
+
+def test_continual_evaluation_columns_and_figures(tmp_path):
+    """A sweep with ``eval_every`` and one without, in one folder: the first section's table has
+    the continual-evaluation columns (means of the run records' values), the stability-gap and
+    equal-compute figures and their definitions; the other has neither the columns nor the figure."""
+    sweep = {"name": "curves", "seeds": [0, 1], "train": {"batch_size": 10, "device": "cpu", "eval_every": 3},
+             "scenarios": [{"name": "permuted-mnist", "n_tasks": 2, "per_task": 60, "test_per_task": 100}],
+             "strategies": [{"name": "naive"}, {"name": "er", "mem_size": 30, "replay_batch": 5}]}
+    cfg, out = tmp_path / "curves.yaml", tmp_path / "out"
+    cfg.write_text(yaml.safe_dump(sweep))
+    assert main(["run", str(cfg), "--out", str(out), "--no-progress"]) == 0
+    plain = tmp_path / "plain.yaml"
+    plain.write_text(yaml.safe_dump({**sweep, "name": "plain", "train": {"batch_size": 10, "device": "cpu"},
+                                     "scenarios": [{**sweep["scenarios"][0], "n_tasks": 3}]}))
+    assert main(["run", str(plain), "--out", str(out), "--no-progress"]) == 0
+    assert main(["report", str(out)]) == 0
+    md = (out / "report.md").read_text()
+    head = "| Strategy | Seeds | Failed | ACC | LA | BWT | FWT | Forgetting | Train s | Grad/ex |"
+    assert head + " AAA | min-ACC | WC-ACC | Gap depth | Online ACC |" in md
+    assert md.count(head + "\n") == 1  # the section without curves ends at Grad/ex
+    assert "**AAA**: average anytime accuracy" in md and "**Gap depth**: stability gap" in md
+    recs = [r for r in _records(out) if r["curves"] is not None]
+    assert len(recs) == 4
+    tables = [{r["strategy"]: r for r in csv.DictReader(open(p))} for p in (out / "tables").glob("*.csv")]
+    assert len(tables) == 2
+    (rows,) = [t for t in tables if "aaa_mean" in t["naive"]]
+    for strategy in ("naive", "er"):
+        values = [r["metrics"]["aaa"] for r in recs if r["strategy"] == strategy]
+        assert float(rows[strategy]["aaa_mean"]) == pytest.approx(sum(values) / 2)
+        gpe = [r["timing"]["grad_per_example"] for r in recs if r["strategy"] == strategy]
+        assert float(rows[strategy]["grad_per_example_mean"]) == pytest.approx(sum(gpe) / 2)
+    plots = {p.name for p in (out / "plots").glob("*.png")}
+    assert len([p for p in plots if p.endswith("__stability_gap.png")]) == 1
+    assert len([p for p in plots if p.endswith("__equal_compute.png")]) == 2
