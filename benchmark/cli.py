@@ -66,10 +66,31 @@ def _parser() -> argparse.ArgumentParser:
     rep.add_argument("--plugin", dest="plugins", action="append", default=[], metavar="FILE.py",
                      help="a Python file that registers strategies (needed with --config when the config uses them)")
     rep.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
+    cost = sub.add_parser("eval-cost", help="what continual evaluation (train.eval_every) cost the runs of a results folder",
+                          description="Mean seconds per run of training, task-end evaluation and continual evaluation, "
+                                      "per configuration, and continual evaluation's share of the sweep's time, from "
+                                      "the run records of DIR.")
+    cost.add_argument("dir", help="results folder of a sweep run with train.eval_every")
+    cost.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
     spd = sub.add_parser("speed", help="time our meta strategies against Avalanche's (see `clbench speed -h`)",
                          add_help=False)
     spd.add_argument("rest", nargs=argparse.REMAINDER)
     return p
+
+
+def _eval_cost(args) -> int:
+    from benchmark.eval_cost import eval_costs, render
+    from benchmark.store import RunStore
+
+    store = RunStore(args.dir)
+    if not args.dir.strip() or "\0" in args.dir or not store.root.is_dir():
+        raise UsageError(f"eval-cost {args.dir!r}: not a results folder; give the --out folder of a sweep")
+    costs = eval_costs(store.scan()[0])
+    if not costs:
+        print(f"clbench: no done run in {args.dir} recorded continual evaluation (set train.eval_every)")
+        return 0
+    print(render(costs))
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -81,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
 
             return speed_main(argv[1:])
         args = _parser().parse_args(argv)
-        return {"run": _run, "list": _list, "report": _report}[args.command](args)
+        return {"run": _run, "list": _list, "report": _report, "eval-cost": _eval_cost}[args.command](args)
     except SystemExit as exc:  # --help
         return int(exc.code or 0)
     except BrokenPipeError:  # `clbench list | head`: the reader is gone, nothing is wrong here
