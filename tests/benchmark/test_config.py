@@ -150,3 +150,13 @@ def test_yaml_never_runs_code(tmp_path):
     p.write_text("name: !!python/object/apply:os.system ['echo hacked']\n")
     with pytest.raises(ConfigError, match="malformed YAML"):
         load_experiment(p)
+
+
+def test_train_keys_added_later_default_to_their_settings_defaults():
+    """A key added after runs were recorded stays out of the run id at its default: the
+    default there must be the setting's own, or every new run would get a new id."""
+    from benchmark.settings import defaults
+    from benchmark.spec_keys import TRAIN_ADDED_LATER
+
+    train = defaults("train")
+    assert {k: train[k] for k in TRAIN_ADDED_LATER} == TRAIN_ADDED_LATER

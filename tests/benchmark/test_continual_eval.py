@@ -114,3 +114,35 @@ def test_task_incremental_stream_scores_each_task_on_its_own_classes():
     assert class_il["curves"]["acc"][-1][0] < 0.2
     assert task_il["curves"]["acc"][-1][0] > 0.6
     assert task_il["curves"]["online"]["seen"] == [100] * 5
+
+
+def test_eval_cost_reports_the_measured_seconds(tmp_path, capsys):
+    import json
+
+    import yaml
+
+    from benchmark.cli import main
+    from benchmark.eval_cost import eval_costs, overall_share
+
+    sweep = {"name": "cost", "seeds": [0, 1], "train": {"batch_size": 10, "device": "cpu", "eval_every": 2},
+             "scenarios": [{"name": "permuted-mnist", "n_tasks": 2, "per_task": 60, "test_per_task": 100}],
+             "strategies": [{"name": "naive"}, {"name": "er", "mem_size": 30, "replay_batch": 5}]}
+    cfg, out = tmp_path / "cost.yaml", tmp_path / "out"
+    cfg.write_text(yaml.safe_dump(sweep))
+    assert main(["run", str(cfg), "--out", str(out), "--no-progress"]) == 0
+    capsys.readouterr()
+    records = [json.loads(p.read_text()) for p in out.glob("*/run.json")]
+    costs = {c.strategy: c for c in eval_costs(records)}
+    for strategy in ("naive", "er"):
+        timings = [r["timing"] for r in records if r["strategy"] == strategy]
+        curve = sum(t["curve_eval_s"] for t in timings) / 2
+        assert costs[strategy].runs == 2 and costs[strategy].curve_eval_s == pytest.approx(curve)
+        assert costs[strategy].end_eval_s == pytest.approx(sum(t["eval_s"] for t in timings) / 2 - curve)
+        assert 0 < costs[strategy].share < 1
+    total = sum(t["train_s"] + t["eval_s"] for t in (r["timing"] for r in records))
+    assert overall_share(list(costs.values())) == pytest.approx(sum(r["timing"]["curve_eval_s"] for r in records) / total)
+    assert main(["eval-cost", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert f"{100 * overall_share(list(costs.values())):.1f}% of the time of all 4 runs" in printed
+    assert main(["eval-cost", str(tmp_path / "missing")]) == 2
+    assert "not a results folder" in capsys.readouterr().err
