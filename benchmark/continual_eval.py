@@ -30,11 +30,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from benchmark.evaluation import EvalSet
+from benchmark.evaluation import EvalSet, JoinedSets
 
 SUBSAMPLE_SEED = 0x5EED  # with the task index: the positions evaluated, the same for every run of a stream
 
-Measure = Callable[[Sequence[EvalSet]], list[float]]  # accuracy on each set, by the run's head
+Measure = Callable[[JoinedSets], list[float]]  # accuracy on each set, by the run's head
 
 
 def subsample_positions(n: int, per_task: int, *, task: int) -> np.ndarray:
@@ -92,15 +92,17 @@ class Recorded:
                    seconds=float(d["seconds"]))
 
 
-def make_continual_evaluation(*, every: int, tests: Sequence[EvalSet]):
+def make_continual_evaluation(*, every: int, tests: Sequence[EvalSet], n_classes: int):
     """The plugin (module docstring) evaluating ``tests`` (already subsampled) every ``every``
-    iterations; :meth:`attach` gives it the run's scorers once the strategy exists."""
+    iterations, the tasks seen so far in one pass; :meth:`attach` gives it the run's scorer once
+    the strategy exists."""
     from avalanche.core import SupervisedPlugin
 
     class ContinualEvaluation(SupervisedPlugin):
         def __init__(self):
             super().__init__()
-            self.every, self.tests = every, list(tests)
+            self.every, self.tests, self.n_classes = every, list(tests), n_classes
+            self._joined: dict[int, JoinedSets] = {}  # tasks seen -> their subsamples joined
             self.recorded = Recorded()
             self._measure: Measure | None = None
             self._task: int | None = None  # None: outside the harness's task loop (it does nothing)
@@ -108,8 +110,8 @@ def make_continual_evaluation(*, every: int, tests: Sequence[EvalSet]):
             self._not_drawn = 0  # examples of the experience not yet drawn in its first epoch
 
         def attach(self, measure: Measure) -> None:
-            """``measure(sets)``: the accuracy on each set by the run's head, in eval mode, without
-            gradients (the runner's)."""
+            """``measure(joined)``: the accuracy on each joined set by the run's head, in eval mode,
+            without gradients (the runner's)."""
             self._measure = measure
 
         def start_task(self, task: int) -> None:
@@ -142,7 +144,8 @@ def make_continual_evaluation(*, every: int, tests: Sequence[EvalSet]):
             start = time.perf_counter()
             y = strategy.mb_y[:n].detach().cpu().long()
             incoming = EvalSet(strategy.mb_x[:n].detach(), y, self.tests[self._task].classes)
-            self.recorded.online_correct[self._task] += round(self._measure([incoming])[0] * n)
+            self.recorded.online_correct[self._task] += round(self._measure(JoinedSets.of([incoming],
+                                                                                         self.n_classes))[0] * n)
             self.recorded.online_seen[self._task] += n
             self.recorded.seconds += time.perf_counter() - start
 
@@ -170,7 +173,10 @@ def make_continual_evaluation(*, every: int, tests: Sequence[EvalSet]):
                 return
             start = time.perf_counter()
             self.recorded.iterations.append(it)
-            self.recorded.acc.append(self._measure(self.tests[:self._task + 1]))
+            seen = self._task + 1
+            if seen not in self._joined:
+                self._joined = {seen: JoinedSets.of(self.tests[:seen], self.n_classes)}
+            self.recorded.acc.append(self._measure(self._joined[seen]))
             self.recorded.seconds += time.perf_counter() - start
 
     return ContinualEvaluation()

@@ -86,6 +86,58 @@ def evaluate(model: torch.nn.Module, tests: Sequence[EvalSet], *, batch_size: in
     return [accuracy(model, t, batch_size=batch_size, device=device, scorer=scorer) for t in tests]
 
 
+@dataclass(frozen=True)
+class JoinedSets:
+    """Several test sets as one batch (continual evaluation scores them in one pass): the
+    examples joined, where each set starts (``offsets``, with the total at the end), and a
+    score mask of 0 / -inf rows for the allowed classes (None: every class everywhere)."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+    offsets: tuple[int, ...]
+    mask: torch.Tensor | None
+
+    @classmethod
+    def of(cls, tests: Sequence[EvalSet], n_classes: int) -> JoinedSets:
+        offsets = [0]
+        for t in tests:
+            offsets.append(offsets[-1] + len(t.y))
+        mask = None
+        if any(t.classes is not None for t in tests):
+            mask = torch.zeros(offsets[-1], n_classes)
+            for t, start, stop in zip(tests, offsets, offsets[1:]):
+                if t.classes is not None:
+                    row = torch.full((n_classes,), float("-inf"))
+                    row[list(t.classes)] = 0.0
+                    mask[start:stop] = row
+        return cls(torch.cat([t.x for t in tests]), torch.cat([t.y for t in tests]), tuple(offsets), mask)
+
+
+@torch.no_grad()
+def joined_accuracy(model: torch.nn.Module, joined: JoinedSets, *, batch_size: int, device,
+                    scorer: Scorer | None = None) -> list[float]:
+    """The accuracy on each set of ``joined`` (as :func:`evaluate` gives it), from one pass over
+    their examples in chunks of ``batch_size``, with ``model`` in eval mode once."""
+    was_training = model.training
+    model.eval()
+    score = scorer or model
+    hits = []
+    try:
+        for start in range(0, len(joined.y), batch_size):
+            logits = score(joined.x[start:start + batch_size].to(device, non_blocking=True)).cpu()
+            if joined.mask is not None:
+                logits = logits + joined.mask[start:start + batch_size]
+            hits.append(logits.argmax(dim=1) == joined.y[start:start + batch_size])
+    finally:
+        model.train(was_training)
+    right = torch.cat(hits).to(torch.int64).cumsum(0) if hits else torch.zeros(0, dtype=torch.int64)
+    out = []
+    for a, b in zip(joined.offsets, joined.offsets[1:]):
+        total = int(right[b - 1]) - (int(right[a - 1]) if a else 0) if b > a else 0
+        out.append(total / max(b - a, 1))
+    return out
+
+
 def nearest_prototype(embed: Callable[[torch.Tensor], torch.Tensor], prototypes: Mapping[int, torch.Tensor],
                       n_classes: int) -> Scorer:
     """Scores ``-||embed(x) - p_c||^2`` for the classes with a prototype, -inf for the others."""

@@ -27,7 +27,15 @@ from benchmark import metrics
 from benchmark.compute import GradientCounter, per_incoming
 from benchmark.config import RunSpec
 from benchmark.continual_eval import make_continual_evaluation, subsample
-from benchmark.evaluation import class_means, eval_sets, evaluate, ncm_examples, nearest_prototype, penultimate
+from benchmark.evaluation import (
+    class_means,
+    eval_sets,
+    evaluate,
+    joined_accuracy,
+    ncm_examples,
+    nearest_prototype,
+    penultimate,
+)
 from benchmark.messages import error_line
 from benchmark.metric_names import METRICS
 from benchmark.models import build_model
@@ -159,7 +167,7 @@ def _train_and_evaluate(spec: RunSpec, progress: Progress | None, ckpt: Checkpoi
     monitor = _monitor_plugin()
     every = spec.train.get("eval_every", 0)
     kept = subsample(tests, spec.train.get("eval_subsample", 200)) if every else None
-    continual = make_continual_evaluation(every=every, tests=kept.sets) if every else None
+    continual = make_continual_evaluation(every=every, tests=kept.sets, n_classes=stream.n_classes) if every else None
     context = strategies.StrategyContext(
         device=device, batch_size=spec.train["batch_size"], epochs=spec.train["epochs"], eval_batch_size=eval_bs,
         n_classes=stream.n_classes, input_shape=stream.input_shape, task_labels=stream.task_labels,
@@ -171,15 +179,16 @@ def _train_and_evaluate(spec: RunSpec, progress: Progress | None, ckpt: Checkpoi
     strategy = strategies.build(spec.strategy, model=model, context=context, **spec.hparams)
     model = strategy.model  # a strategy may wrap or replace the model
 
-    def measure(sets=tests) -> list[float]:
-        """Accuracy on each of ``sets`` (default: one row of the accuracy matrix), by the run's head
-        (benchmark.evaluation)."""
-        scorer = _scorer(strategy, model, head, ncm_data, n_classes=stream.n_classes, batch_size=eval_bs,
-                         device=device)
-        return evaluate(model, sets, batch_size=eval_bs, device=device, scorer=scorer)
+    def scorer():
+        return _scorer(strategy, model, head, ncm_data, n_classes=stream.n_classes, batch_size=eval_bs, device=device)
+
+    def measure() -> list[float]:
+        """One row of the accuracy matrix, by the run's head (benchmark.evaluation)."""
+        return evaluate(model, tests, batch_size=eval_bs, device=device, scorer=scorer())
 
     if continual is not None:
-        continual.attach(measure)
+        continual.attach(lambda joined: joined_accuracy(model, joined, batch_size=eval_bs, device=device,
+                                                        scorer=scorer()))
 
     if saved is not None:  # measured before the crash
         random_init, eval_s = list(saved["random_init_acc"]), 0.0

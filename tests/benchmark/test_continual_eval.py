@@ -73,6 +73,8 @@ def test_continual_evaluation_does_not_change_training(strategy, hparams):
     assert plain["curves"] is None and measured["curves"] is not None
     assert measured["acc_matrix"] == plain["acc_matrix"]
     assert measured["timing"]["gradient_examples"] == plain["timing"]["gradient_examples"]
+    # online accuracy scores each incoming example once (not the replayed ones CoPE's loader adds)
+    assert measured["curves"]["online"]["seen"] == [150, 150]
 
 
 def test_every_run_of_a_stream_is_scored_on_the_same_positions():

@@ -93,3 +93,19 @@ def test_a_prototype_strategy_is_scored_by_its_nearest_prototype():
             expected = int((torch.cdist(e, protos).argmin(1) == test.y).sum()) / len(test.y)
             assert acc == expected
     assert got[0] > 0.5 and max(got[1:]) < 0.5  # task 0 learned, the others not yet
+
+
+def test_joined_sets_score_as_the_sets_one_by_one():
+    """Continual evaluation scores the tasks seen in one pass (benchmark.evaluation.joined_accuracy):
+    the same accuracies as set by set, with each set's class mask, across chunk boundaries."""
+    from benchmark.evaluation import JoinedSets, joined_accuracy
+
+    torch.manual_seed(0)
+    model = build_model("mlp", input_shape=(12,), n_classes=6, hidden=(16,))
+    sets = [EvalSet(torch.randn(n, 12), torch.randint(0, 6, (n,)), classes) for n, classes in
+            ((7, (0, 1)), (13, None), (5, (4, 5)), (1, (2, 3)))]
+    expected = evaluate(model, sets, batch_size=4, device="cpu")
+    assert len(set(expected)) > 1  # the sets differ, so a mix-up would show
+    for batch_size in (3, 8, 100):
+        joined = JoinedSets.of(sets, 6)
+        assert joined_accuracy(model, joined, batch_size=batch_size, device="cpu") == expected

@@ -60,9 +60,23 @@ def test_stability_gap_depth_trough_and_recovery():
 
 
 def test_no_drop_is_a_gap_of_zero_recovered_at_once():
-    rising = Curves(iterations=(1, 2, 3), acc=((0.5,), (0.5, 0.1), (0.6, 0.2)), task_ends=(1, 3))
+    rising = Curves(iterations=(1, 2, 3), acc=((0.5,), (0.6, 0.1), (0.7, 0.2)), task_ends=(1, 3))
     (gap,) = stability_gaps(rising)
     assert (gap.depth, gap.recovery) == (0.0, 0)
+
+
+def test_recovery_is_counted_from_the_trough_on():
+    # back above the level once before the trough (iteration 5), then down, then up again at 7
+    c = Curves(iterations=(4, 5, 6, 7), acc=((0.8,), (0.85, 0.1), (0.3, 0.2), (0.9, 0.3)), task_ends=(4, 7))
+    (gap,) = stability_gaps(c)
+    assert (gap.trough, gap.recovery) == (2, 3)
+    assert gap.depth == pytest.approx(0.5)
+
+
+def test_min_acc_leaves_out_the_point_at_the_old_task_own_end():
+    # task 0 is at its lowest exactly when its training ends; after that it is 0.7
+    c = Curves(iterations=(2, 4, 6), acc=((0.9,), (0.5,), (0.7, 0.2)), task_ends=(4, 6))
+    assert min_acc(c) == pytest.approx(0.7)
 
 
 def test_run_summary_of_the_gaps():
