@@ -148,3 +148,42 @@ def test_eval_cost_reports_the_measured_seconds(tmp_path, capsys):
     assert f"{100 * overall_share(list(costs.values())):.1f}% of the time of all 4 runs" in printed
     assert main(["eval-cost", str(tmp_path / "missing")]) == 2
     assert "not a results folder" in capsys.readouterr().err
+
+
+def test_points_are_taken_after_every_plugin_finished_the_iteration():
+    """A strategy whose own plugin, after each iteration, sets the classifier to predict class 0
+    everywhere (as CoPE updates its prototypes after each iteration): every point of the curve
+    sees that state, so each task's accuracy is the share of class 0 in its subsample."""
+    import torch
+    from avalanche.core import SupervisedPlugin
+    from avalanche.training import Naive
+
+    import strategies
+    from benchmark.continual_eval import subsample
+    from benchmark.evaluation import eval_sets
+
+    class PredictZero(SupervisedPlugin):
+        def after_training_iteration(self, strategy, **kwargs):
+            last = [m for m in strategy.model.modules() if isinstance(m, torch.nn.Linear)][-1]
+            with torch.no_grad():
+                last.weight.zero_()
+                last.bias.zero_()
+                last.bias[0] = 1.0
+
+    @strategies.register("test-predict-zero")
+    def predict_zero(*, model, context, lr: float = 0.1):
+        """Naive whose plugin resets the classifier to class 0 after every iteration."""
+        return Naive(model=model, optimizer=torch.optim.SGD(model.parameters(), lr=lr),
+                     **context.template_kwargs(plugins=[PredictZero()]))
+
+    rec = _record("test-predict-zero", {}, eval_every=3, per_task=60)
+    spec = validate({"name": "ce", "seeds": [0], "scenarios": [{"name": "permuted-mnist", "source": "mnist5k",
+                                                                  "n_tasks": 2, "per_task": 60}],
+                     "strategies": [{"name": "naive"}]}).specs()[0]
+    import scenarios
+
+    stream = scenarios.build(spec.scenario, seed=0, **spec.scenario_params)
+    shares = [float((t.y == 0).float().mean()) for t in subsample(eval_sets(stream, masked=False), 200).sets]
+    assert len(rec["curves"]["acc"]) > 2
+    for row in rec["curves"]["acc"]:
+        assert row == pytest.approx(shares[:len(row)], abs=1e-6)
