@@ -13,6 +13,11 @@ step written out with the shared kernels of :mod:`strategies.mlp_numba`:
   ``G_theta += grad L(B; theta_{i+1})`` and ``G_r -= grad L(B; theta_{i+1}) * S_{i+1}``;
 - both divided by the number of meta-losses taken.
 
+With ``clamp`` (La-MAML's CIFAR code, VR-MCL: :mod:`strategies.vrmcl_numba`) every inner
+gradient entry is clamped to [-clamp, clamp] before its step, and S sums the clamped gradients.
+The rates are whatever the caller passes: relu(alpha) for La-MAML's MNIST code (the caller takes
+the relu), alpha itself for VR-MCL.
+
 The inner steps are single-example steps over the rows of nonzero inputs only (exact: the
 other rows' gradients are zero). ``L(B; .)`` is the mean over B; its pass runs over the whole
 meta-batch at once with matrix products above the first layer (:func:`_meta_pass`), while the
@@ -31,8 +36,10 @@ from strategies.mlp_numba import FAST, forward, forward_all, hidden_delta, linea
 
 
 @njit(cache=True, fastmath=FAST)
-def _inner_step(wts, bs, rws, rbs, s_w, s_b, zs, ds, ids, ks, x, y, mask_row, use_mask, with_sums):
-    """theta <- theta - r * grad L(x; theta) in place; S += grad (when ``with_sums``)."""
+def _inner_step(wts, bs, rws, rbs, s_w, s_b, zs, ds, ids, ks, x, y, mask_row, use_mask, with_sums, clamp):
+    """theta <- theta - r * grad L(x; theta) in place; S += grad (when ``with_sums``). With
+    ``clamp`` > 0 each gradient entry is clamped to [-clamp, clamp] first (La-MAML's CIFAR code,
+    VR-MCL): the step and S take the clamped gradient."""
     last = len(wts) - 1
     forward_all(wts, bs, zs, ids, ks, x)
     loss = output_delta(zs[last], ds[last], y, mask_row, use_mask, np.float32(1.0))
@@ -45,12 +52,18 @@ def _inner_step(wts, bs, rws, rbs, s_w, s_b, zs, ds, ids, ks, x, y, mask_row, us
         for q in range(ks[layer]):
             j = ids[layer][q]
             a = inp[j]
+            if clamp > 0.0:
+                _clamped_row_step(wt[j], rw[j], s_w[layer][j], a, g, clamp, with_sums and layer > 0)
+                continue
             for o in range(g.shape[0]):
                 wt[j, o] -= rw[j, o] * (a * g[o])
             if with_sums and layer > 0:  # the first layer's sums are kept in factored form
                 sw = s_w[layer]
                 for o in range(g.shape[0]):
                     sw[j, o] += a * g[o]
+        if clamp > 0.0:  # the bias gradient is d itself; the rows above took d unclamped
+            for o in range(g.shape[0]):
+                g[o] = min(max(g[o], -clamp), clamp)
         b, rb = bs[layer], rbs[layer]
         for o in range(g.shape[0]):
             b[o] -= rb[o] * g[o]
@@ -59,6 +72,17 @@ def _inner_step(wts, bs, rws, rbs, s_w, s_b, zs, ds, ids, ks, x, y, mask_row, us
             for o in range(g.shape[0]):
                 sb[o] += g[o]
     return loss
+
+
+@njit(cache=True, fastmath=FAST)
+def _clamped_row_step(wt_row, rw_row, sw_row, a, g, clamp, with_sum):
+    """One row of a weight's inner step with the clamped gradient ``c_o = clamp(a * g_o)``:
+    ``wt_row -= rw_row * c``; ``sw_row += c`` (the row's sum S) when ``with_sum``."""
+    for o in range(g.shape[0]):
+        c = min(max(a * g[o], -clamp), clamp)
+        wt_row[o] -= rw_row[o] * c
+        if with_sum:
+            sw_row[o] += c
 
 
 @njit(cache=True, fastmath=FAST)
@@ -119,9 +143,10 @@ def _meta_pass(wts, bs, s_w, s_b, gw, gb, grw, grb, pre, acts, dels, bys, bts, m
 
 @njit(cache=True, fastmath=FAST)
 def glance(wts, bs, rws, rbs, s_w, s_b, gw, gb, grw, grb, zs, ds, ids, ks, xs, ys, ts, bxs, bys, bts, masks,
-           use_mask, with_rates, final_only):
+           use_mask, with_rates, final_only, clamp):
     """One first-order glance; the gradients land in gw/gb (theta) and grw/grb (rates);
-    ``wts``/``bs`` end as the fast weights. Returns the meta-loss."""
+    ``wts``/``bs`` end as the fast weights. ``clamp`` > 0: every inner gradient entry clamped
+    to [-clamp, clamp] (float32; 0: none). Returns the meta-loss."""
     n, m = xs.shape[0], bxs.shape[0]
     width = ds[0].shape[0]
     meta_deltas = np.zeros((1 if final_only else n, m, width), np.float32)  # scaled first-layer deltas
@@ -132,6 +157,7 @@ def glance(wts, bs, rws, rbs, s_w, s_b, gw, gb, grw, grb, zs, ds, ids, ks, xs, y
     acts = [np.empty((m, bs[layer].shape[0]), np.float32) for layer in range(len(bs))]  # each layer's output
     dels = [np.empty((m, bs[layer].shape[0]), np.float32) for layer in range(len(bs))]  # and its deltas
     incremental = not final_only
+    moved = np.empty((xs.shape[1] if clamp > 0.0 else 0, width), np.float32)  # clamped first-layer step rows
     if incremental:
         for b in range(m):
             k = nonzero(bxs[b], ids[0])
@@ -139,10 +165,10 @@ def glance(wts, bs, rws, rbs, s_w, s_b, gw, gb, grw, grb, zs, ds, ids, ks, xs, y
     total, taken = 0.0, 0
     for i in range(n):
         _inner_step(wts, bs, rws, rbs, s_w, s_b, zs, ds, ids, ks, xs[i], ys[i],
-                    masks[ts[i] if use_mask else 0], use_mask, with_rates)
+                    masks[ts[i] if use_mask else 0], use_mask, with_rates, clamp)
         inner_deltas[i] = ds[0]
         if incremental:  # ids[0][:ks[0]] still lists the nonzero inputs of x_i
-            _move_pre_activations(pre, bxs, xs[i], ids[0], ks[0], rws[0], rbs[0], ds[0])
+            _move_pre_activations(pre, bxs, xs[i], ids[0], ks[0], rws[0], rbs[0], ds[0], clamp, moved)
         if final_only and i < n - 1:
             continue
         if not incremental:  # the first layer's pre-activations at the final fast weights
@@ -154,7 +180,7 @@ def glance(wts, bs, rws, rbs, s_w, s_b, gw, gb, grw, grb, zs, ds, ids, ks, xs, y
                             with_rates)
         meta_deltas[taken] = dels[0]
         taken += 1
-    _first_layer(gw[0], grw[0], xs, bxs, ids[0], meta_deltas, inner_deltas, with_rates, final_only)
+    _first_layer(gw[0], grw[0], xs, bxs, ids[0], meta_deltas, inner_deltas, with_rates, final_only, clamp)
     inv = np.float32(1.0 / taken)
     for layer in range(len(gw)):
         _scale(gw[layer].ravel(), inv)
@@ -166,9 +192,15 @@ def glance(wts, bs, rws, rbs, s_w, s_b, gw, gb, grw, grb, zs, ds, ids, ks, xs, y
 
 
 @njit(cache=True, fastmath=FAST)
-def _move_pre_activations(pre, bxs, x, idx, k, rw, rb, d):
-    """pre[b] += the change of W x_b + b made by the inner step on ``x`` (delta ``d``, rates rw/rb)."""
+def _move_pre_activations(pre, bxs, x, idx, k, rw, rb, d, clamp, moved):
+    """pre[b] += the change of W x_b + b made by the inner step on ``x`` (delta ``d``, rates rw/rb).
+    Unclamped the step is rank one, ``-(r * x d^T)``, so its effect on W x_b is
+    ``-(sum_j x_b[j] x[j] r[j]) * d``; clamped (``clamp`` > 0) it is not: its rows
+    ``r[j] * clamp(x[j] d)`` are written to ``moved`` first and applied from there."""
     width = d.shape[0]
+    if clamp > 0.0:
+        _move_clamped(pre, bxs, x, idx, k, rw, rb, d, clamp, moved)
+        return
     acc = np.empty(width, np.float32)  # sum_j x_b[j] x[j] r[j], in a fresh local buffer (it vectorises)
     for b in range(bxs.shape[0]):
         xb, p = bxs[b], pre[b]
@@ -185,7 +217,31 @@ def _move_pre_activations(pre, bxs, x, idx, k, rw, rb, d):
 
 
 @njit(cache=True, fastmath=FAST)
-def _first_layer(gw, grw, xs, bxs, idx, meta_deltas, inner_deltas, with_rates, final_only):
+def _move_clamped(pre, bxs, x, idx, k, rw, rb, d, clamp, moved):
+    """:func:`_move_pre_activations` of a clamped inner step: ``moved[q] = r[j] * clamp(x[j] d)``
+    for the ``k`` nonzero inputs j = idx[q] of ``x``, then ``pre[b] -= sum_q x_b[j] moved[q] +
+    rb * clamp(d)``."""
+    width = d.shape[0]
+    for q in range(k):
+        j = idx[q]
+        v = x[j]
+        for o in range(width):
+            moved[q, o] = rw[j, o] * min(max(v * d[o], -clamp), clamp)
+    acc = np.empty(width, np.float32)
+    for b in range(bxs.shape[0]):
+        xb, p = bxs[b], pre[b]
+        acc[:] = np.float32(0.0)
+        for q in range(k):
+            v = xb[idx[q]]
+            if v != 0.0:
+                for o in range(width):
+                    acc[o] += v * moved[q, o]
+        for o in range(width):
+            p[o] -= acc[o] + rb[o] * min(max(d[o], -clamp), clamp)
+
+
+@njit(cache=True, fastmath=FAST)
+def _first_layer(gw, grw, xs, bxs, idx, meta_deltas, inner_deltas, with_rates, final_only, clamp):
     """The first layer's weight gradients from its deltas, in factored form (the inputs are
     the same at every step). With D_i[b] the scaled delta of meta example b after inner step i,
     d_k the delta of inner step k and S_{i+1} = sum_{k<=i} d_k x_k^T:
@@ -195,7 +251,9 @@ def _first_layer(gw, grw, xs, bxs, idx, meta_deltas, inner_deltas, with_rates, f
     ``Q_k = sum_b x_b E_k[b]^T`` and ``E_k[b] = sum_{i>=k} D_i[b]`` (in W^T layout: row j gets
     ``x_k[j] d_k * Q_k[j]``, and only the rows of x_k's nonzero inputs are touched, so ``Q_k`` is
     needed there only: one matrix product of those rows of the x_b with E_k).
-    Final-only: one D, taken after the last inner step, so ``E_k[b] = D[b]``."""
+    Final-only: one D, taken after the last inner step, so ``E_k[b] = D[b]``. Clamped inner
+    steps (``clamp`` > 0) summed ``clamp(x_k d_k^T)`` into S: row j gets
+    ``clamp(x_k[j] d_k) * Q_k[j]``, on the same rows (the clamp keeps zeros zero)."""
     n, m, width = inner_deltas.shape[0], bxs.shape[0], inner_deltas.shape[1]
     summed = np.zeros(width, np.float32)
     for b in range(m):
@@ -236,6 +294,10 @@ def _first_layer(gw, grw, xs, bxs, idx, meta_deltas, inner_deltas, with_rates, f
         for q in range(k_k):
             j = idx[q]
             c = xk[j]
+            if clamp > 0.0:
+                for o in range(width):
+                    grw[j, o] -= min(max(c * dk[o], -clamp), clamp) * rows[q, o]
+                continue
             for o in range(width):
                 grw[j, o] -= c * dk[o] * rows[q, o]
 
@@ -247,7 +309,7 @@ def _scale(a, factor):
 
 
 @njit(cache=True, fastmath=FAST)
-def _clip_factor(gw, gb, mask_w, mask_b, use_mask, max_norm):
+def clip_factor(gw, gb, mask_w, mask_b, use_mask, max_norm):
     """``clip_grad_norm_``'s factor for the joint L2 norm of all gradients (times the masks
     relu'(alpha) when ``use_mask``): min(1, max_norm / (norm + 1e-6))."""
     total = 0.0
@@ -272,9 +334,9 @@ def _apply(weights, biases, alphas_w, alphas_b, gw, gb, grw, grb, rws, rbs, lear
     both meta-gradients clipped to ``max_norm``; ``alpha <- alpha - opt_lr * clip(g_r *
     relu'(alpha))`` first (``learn_lr``); then ``theta <- theta - opt_wt * clip(g)`` (synchronous)
     or ``theta <- theta - relu(alpha) * clip(g)`` with the updated alpha."""
-    f_theta = _clip_factor(gw, gb, gw, gb, False, max_norm)
+    f_theta = clip_factor(gw, gb, gw, gb, False, max_norm)
     if learn_lr:
-        f_rate = _clip_factor(grw, grb, rws, rbs, True, max_norm)
+        f_rate = clip_factor(grw, grb, rws, rbs, True, max_norm)
         for layer in range(len(gw)):
             a, g, r = alphas_w[layer], grw[layer], rws[layer]
             for j in range(g.shape[0]):
@@ -305,15 +367,64 @@ def _apply(weights, biases, alphas_w, alphas_b, gw, gb, grw, grb, rws, rbs, lear
                 b[o] -= max(ab[o], np.float32(0.0)) * (f * g_b[o])
 
 
-class CompiledLaMAML:
-    """The glance of :func:`glance` on torch parameters ``[W1, b1, W2, b2, ...]`` of a ReLU
-    MLP: transposes in, runs the kernel, transposes the gradients out (float32, CPU)."""
+def kernels_apply(model: torch.nn.Module, params: list[torch.Tensor], input_shape: tuple[int, ...],
+                  mask: torch.Tensor | None) -> bool:
+    """Whether the glance kernels can run ``model`` whose trainable parameters are ``params``: a
+    ReLU MLP with biases whose parameters are [W1, b1, W2, b2, ...], float32 on the CPU (and its
+    task mask on the CPU)."""
+    layers = linear_relu_layers(model, input_shape)
+    if layers is None or any(lay.bias is None for lay in layers):
+        return False
+    if [id(p) for p in params] != [id(p) for lay in layers for p in (lay.weight, lay.bias)]:
+        return False
+    return all(p.device.type == "cpu" and p.dtype == torch.float32 for p in params) and (
+        mask is None or mask.device.type == "cpu")
+
+
+class GlanceKernel:
+    """:func:`glance` on kernel-layout arrays (weights and rates transposed, ``(in, out)``) with
+    scratch and gradient arrays of its own, zeroed and reused call to call. (Fresh arrays each
+    glance cost more than the kernel's own work: large ``np.zeros`` come from ``mmap`` and fault
+    their pages in anew, about 60 us per glance per array of 784x100.)"""
 
     def __init__(self, *, n_classes: int, mask: torch.Tensor | None):
         self.masks = (np.zeros((1, n_classes), np.float32) if mask is None
                       else np.ascontiguousarray(mask.detach().cpu().numpy(), dtype=np.float32))
         self.use_mask = mask is not None
         self._scratch: tuple | None = None  # kernel scratch and gradient arrays, reused glance to glance
+
+    def run(self, wts, bs, rws, rbs, incoming, meta_batch, *, with_rates: bool, final_only: bool,
+            clamp: float | None = None):
+        """One glance (``wts``/``bs`` end as the fast weights); (meta-loss, gw, gb, grw, grb), the
+        gradients in the kernel's layout. ``clamp``: the inner gradients clamped elementwise to
+        [-clamp, clamp]. The gradient arrays are this kernel's, overwritten by the next call: a
+        caller copies what it keeps."""
+        shapes = tuple(w.shape for w in wts)
+        if self._scratch is None or self._scratch[0] != shapes:
+            zeros = lambda arrays: tuple(np.zeros_like(a) for a in arrays)  # noqa: E731
+            self._scratch = (shapes, (*zeros(wts), *zeros(bs), *zeros(wts), *zeros(bs), *zeros(wts), *zeros(bs),
+                                      *zeros(bs), *zeros(bs)))
+        else:
+            for a in self._scratch[1]:
+                a.fill(0.0)
+        n = len(wts)
+        s_w, s_b, gw, gb, grw, grb, zs, ds = (self._scratch[1][k * n:(k + 1) * n] for k in range(8))
+        ids = tuple(np.empty(w.shape[0], np.int64) for w in wts)
+        ks = np.zeros(len(wts), np.int64)
+        x, y, t = incoming
+        bx, by, bt = meta_batch
+        loss = glance(wts, bs, rws, rbs, s_w, s_b, gw, gb, grw, grb, zs, ds, ids, ks,
+                      _rows(x), y.numpy(), t.numpy(), _rows(bx), by.numpy(), bt.numpy(), self.masks,
+                      self.use_mask, with_rates, final_only, np.float32(0.0 if clamp is None else clamp))
+        return loss, gw, gb, grw, grb
+
+
+class CompiledLaMAML:
+    """The glance of :func:`glance` on torch parameters ``[W1, b1, W2, b2, ...]`` of a ReLU
+    MLP: transposes in, runs the kernel, transposes the gradients out (float32, CPU)."""
+
+    def __init__(self, *, n_classes: int, mask: torch.Tensor | None):
+        self._kernel = GlanceKernel(n_classes=n_classes, mask=mask)
         self._fixed_rates: tuple | None = None  # (rate, rws, rbs) of C-MAML's fixed rate
 
     name = "numba"
@@ -322,23 +433,18 @@ class CompiledLaMAML:
     def for_model(cls, model: torch.nn.Module, params: list[torch.Tensor], input_shape: tuple[int, ...],
                   mask: torch.Tensor | None) -> CompiledLaMAML | None:
         """The backend for ``model`` whose trainable parameters are ``params``, or None where it
-        does not apply (not a ReLU MLP with biases whose parameters are [W1, b1, W2, b2, ...],
-        not float32 on the CPU)."""
-        layers = linear_relu_layers(model, input_shape)
-        if layers is None or any(lay.bias is None for lay in layers):
-            return None
-        if [id(p) for p in params] != [id(p) for lay in layers for p in (lay.weight, lay.bias)]:
-            return None
-        if not all(p.device.type == "cpu" and p.dtype == torch.float32 for p in params) or (
-                mask is not None and mask.device.type != "cpu"):
+        does not apply (:func:`kernels_apply`)."""
+        if not kernels_apply(model, params, input_shape, mask):
             return None
         return cls(n_classes=params[-1].shape[0], mask=mask)
 
-    def glance(self, params, rates, incoming, meta_batch, *, with_rates: bool, final_only: bool):
+    def glance(self, params, rates, incoming, meta_batch, *, with_rates: bool, final_only: bool,
+               clamp: float | None = None):
         """(meta-loss, grad wrt params, grad wrt rates or None) of one first-order glance:
         ``params`` [W1, b1, ...], ``rates`` the matching step sizes (tensors, or one float
         repeated: C-MAML), ``incoming`` the (x, y, t) of the inner loop, ``meta_batch`` the
-        (x, y, t) of the meta-loss; ``final_only``: one meta-loss after the last inner step."""
+        (x, y, t) of the meta-loss; ``final_only``: one meta-loss after the last inner step;
+        ``clamp``: the inner gradients clamped elementwise to [-clamp, clamp]."""
         wts = tuple(np.ascontiguousarray(w.detach().numpy().T) for w in params[0::2])
         bs = tuple(b.detach().numpy().copy() for b in params[1::2])
         if torch.is_tensor(rates[0]):
@@ -346,7 +452,8 @@ class CompiledLaMAML:
             rbs = tuple(np.ascontiguousarray(r.detach().numpy()) for r in rates[1::2])
         else:  # one fixed rate (C-MAML)
             rws, rbs = self._fixed(wts, bs, rates[0])
-        loss, gw, gb, grw, grb = self._run(wts, bs, rws, rbs, incoming, meta_batch, with_rates, final_only)
+        loss, gw, gb, grw, grb = self._kernel.run(wts, bs, rws, rbs, incoming, meta_batch, with_rates=with_rates,
+                                                  final_only=final_only, clamp=clamp)
         g_theta = [torch.from_numpy(a.copy()) for pair in zip((g.T for g in gw), gb) for a in pair]
         g_rate = ([torch.from_numpy(a.copy()) for pair in zip((g.T for g in grw), grb) for a in pair]
                   if with_rates else None)
@@ -370,35 +477,11 @@ class CompiledLaMAML:
             rbs = tuple(np.maximum(a, np.float32(0.0)) for a in abs_)
         else:  # one fixed rate (C-MAML)
             rws, rbs = self._fixed(wts, bs, alpha_init)
-        loss, gw, gb, grw, grb = self._run(wts, bs, rws, rbs, incoming, meta_batch, learn_lr, final_only)
+        loss, gw, gb, grw, grb = self._kernel.run(wts, bs, rws, rbs, incoming, meta_batch, with_rates=learn_lr,
+                                                  final_only=final_only)
         _apply(weights, biases, aws, abs_, gw, gb, grw, grb, rws, rbs, learn_lr, sync_update, opt_lr, opt_wt,
                max_norm)
         return float(loss)
-
-    def _run(self, wts, bs, rws, rbs, incoming, meta_batch, with_rates, final_only):
-        """:func:`glance` on the kernel-layout arrays (``wts``/``bs`` end as the fast weights),
-        with zeroed scratch and gradient arrays; (meta-loss, gw, gb, grw, grb). The arrays are
-        this backend's, reused by the next call: a caller copies what it keeps. (Fresh arrays
-        each glance cost more than the kernel's own work: large ``np.zeros`` come from ``mmap``
-        and fault their pages in anew, about 60 us per glance per array of 784x100.)"""
-        shapes = tuple(w.shape for w in wts)
-        if self._scratch is None or self._scratch[0] != shapes:
-            zeros = lambda arrays: tuple(np.zeros_like(a) for a in arrays)  # noqa: E731
-            self._scratch = (shapes, (*zeros(wts), *zeros(bs), *zeros(wts), *zeros(bs), *zeros(wts), *zeros(bs),
-                                      *zeros(bs), *zeros(bs)))
-        else:
-            for a in self._scratch[1]:
-                a.fill(0.0)
-        n = len(wts)
-        s_w, s_b, gw, gb, grw, grb, zs, ds = (self._scratch[1][k * n:(k + 1) * n] for k in range(8))
-        ids = tuple(np.empty(w.shape[0], np.int64) for w in wts)
-        ks = np.zeros(len(wts), np.int64)
-        x, y, t = incoming
-        bx, by, bt = meta_batch
-        loss = glance(wts, bs, rws, rbs, s_w, s_b, gw, gb, grw, grb, zs, ds, ids, ks,
-                      _rows(x), y.numpy(), t.numpy(), _rows(bx), by.numpy(), bt.numpy(), self.masks,
-                      self.use_mask, with_rates, final_only)
-        return loss, gw, gb, grw, grb
 
     def _fixed(self, wts, bs, rate: float):
         """One fixed rate for every weight and bias (C-MAML), in the kernel's layout; made once
@@ -422,9 +505,9 @@ def warm_up(depths: tuple[int, ...] = (2, 3)) -> None:
     for depth in depths:
         params = [torch.zeros(2, 3), torch.zeros(2)] + [torch.zeros(2, 2), torch.zeros(2)] * (depth - 1)
         for rates in ([torch.zeros_like(p) for p in params], [0.1] * len(params)):
-            for with_rates in (True, False):
+            for with_rates, clamp in ((True, None), (False, None), (True, 1.0)):
                 CompiledLaMAML(n_classes=2, mask=None).glance(params, rates, (x, y, t), (x, y, t),
-                                                              with_rates=with_rates, final_only=False)
+                                                              with_rates=with_rates, final_only=False, clamp=clamp)
         alphas = [torch.full_like(p, 0.1) for p in params]
         for learn_lr, sync_update in ((True, False), (False, True), (True, True)):
             CompiledLaMAML(n_classes=2, mask=None).meta_step(

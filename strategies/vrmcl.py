@@ -37,6 +37,15 @@ class-incremental CIFAR setting); memory examples are drawn without replacement 
 reservoir. ``inner_steps`` and ``meta_losses`` count both paths (theta_t and theta_{t-1}): the
 work done.
 
+Two implementations, one algorithm: the reference path below (:func:`look_ahead_meta_loss`
+on any ``nn.Module``, any device, first and second order, any ``inner_batch_size``) and, for
+first-order meta-gradients with one example per inner step (``inner_batch_size: 1``, the MNIST
+configs) on ReLU MLPs in float32 on the CPU (``fast_path``), the compiled backend
+:class:`strategies.vrmcl_numba.CompiledVRMCL` (La-MAML's glance kernel with the clamp, twice,
+then the clips, Eq. 9 and the updates in one kernel). Both make the same random draws in the same
+order and give the same weights, rates, momentum and lagged weights to float rounding (tested);
+the run record says which ran (``backend``: ``numba`` or ``reference``).
+
 Defaults are the README's CIFAR-100 command (lr 0.25, alpha_init 0.1, s_momentum 0.15, s_lr
 0.35, grad_clip_norm 1, inner_batch_size 8, one meta-update per batch, second order, buffer 1000,
 replay batch 32). The code has no MNIST settings (its MNIST backbone cannot run VR-MCL); the
@@ -61,16 +70,18 @@ from strategies.functional import (
 from strategies.lamaml import look_ahead_meta_loss
 from strategies.memory import ReservoirMemory
 from strategies.mer import _meta_template
+from strategies.vrmcl_numba import CompiledVRMCL
 
 
 class VarianceReducedMCL(SingleThreadedExperiences, OutputsWithoutGraph, _meta_template()):
     """VR-MCL (module docstring) as an Avalanche meta-learning strategy; ``alphas`` are the learned
-    inner rates, ``lagged`` the weights before the last meta-update, ``momentum`` v."""
+    inner rates, ``lagged`` the weights before the last meta-update, ``momentum`` v;
+    ``fast_path``: the compiled backend where it applies (module docstring), else the reference."""
 
     def __init__(self, *, model: torch.nn.Module, lr: float, alpha_init: float, s_momentum: float, s_lr: float,
                  inner_batch_size: int, meta_update_per_batch: int, mem_size: int, replay_batch: int,
                  second_order: bool = True, grad_clip_norm: float = 1.0, seed: int = 0,
-                 class_mask: torch.Tensor | None = None, **template_kwargs: Any):
+                 class_mask: torch.Tensor | None = None, fast_path: bool = True, **template_kwargs: Any):
         super().__init__(model=model, optimizer=torch.optim.SGD(model.parameters(), lr=s_lr), **template_kwargs)
         self.lr, self.s_momentum, self.s_lr = lr, s_momentum, s_lr
         self.inner_batch_size, self.passes = inner_batch_size, meta_update_per_batch
@@ -83,11 +94,19 @@ class VarianceReducedMCL(SingleThreadedExperiences, OutputsWithoutGraph, _meta_t
         self.lagged = [p.detach().clone() for p in self._params]
         self.momentum: list[torch.Tensor] | None = None
         self.inner_steps = self.meta_losses = self.meta_examples = 0
+        self.fast_path = fast_path
+        self._backend: CompiledVRMCL | None = None  # the compiled backend where it applies
+        self.backend_used: str | None = None  # which implementation ran the last meta-update
 
     def _before_training_exp(self, **kwargs):
         super()._before_training_exp(**kwargs)
         self._names, self._params = same_parameters(self.model, self._params, owner="VR-MCL")
         copy_into(self.lagged, [p.detach() for p in self._params])  # begin_task: theta_{t-1} <- theta_t
+        example = self.experience.dataset[0][0]
+        self._backend = (CompiledVRMCL.for_model(self.model, self._params, tuple(example.shape), self._mask,
+                                                 second_order=self.second_order,
+                                                 inner_batch_size=self.inner_batch_size)
+                         if self.fast_path and example.dtype == torch.float32 else None)
 
     def _inner_updates(self, **kwargs):
         x, y, t = self.mb_x, self.mb_y, self.mb_task_id
@@ -106,6 +125,9 @@ class VarianceReducedMCL(SingleThreadedExperiences, OutputsWithoutGraph, _meta_t
         self.inner_steps += 2 * chunks
         self.meta_losses += 2 * chunks
         self.meta_examples += 2 * chunks * len(query[1])
+        self.backend_used = self._backend.name if self._backend is not None else "reference"
+        if self._backend is not None:
+            return self._compiled_meta_update(support, query)
         n = len(self._params)
 
         def meta_loss(weights):
@@ -134,13 +156,25 @@ class VarianceReducedMCL(SingleThreadedExperiences, OutputsWithoutGraph, _meta_t
             torch._foreach_add_(self._params, self.momentum, alpha=-self.s_lr)
         return loss.detach()
 
+    def _compiled_meta_update(self, support, query) -> torch.Tensor:
+        """Steps 2-5 of the module docstring in one call of the compiled backend, in place on the
+        weights, rates, lagged weights and momentum (made here on the first update: v_1 = g_1)."""
+        first = self.momentum is None
+        if first:
+            self.momentum = [torch.zeros_like(p) for p in self._params]
+        loss = self._backend.meta_step(self._params, self.lagged, self.alphas, self.momentum, support=support,
+                                       query=query, lr=self.lr, s_momentum=self.s_momentum, s_lr=self.s_lr,
+                                       clip=self.grad_clip_norm, first=first)
+        return torch.tensor(loss)
+
     def report(self) -> StrategyReport:
-        """Inner steps and meta-losses of both paths, and the mean learned rate alpha."""
+        """Inner steps and meta-losses of both paths, the backend of the last meta-update, and the
+        mean learned rate alpha."""
         with torch.no_grad():
             count = sum(a.numel() for a in self.alphas)
             mean_alpha = float(sum(a.sum() for a in self.alphas) / max(count, 1))
         return StrategyReport(inner_steps=int(self.inner_steps), meta_losses=int(self.meta_losses),
-                              meta_examples=int(self.meta_examples), backend="reference",
+                              meta_examples=int(self.meta_examples), backend=self.backend_used,
                               extra_metrics={"mean_alpha": mean_alpha})
 
     # -- checkpoints (strategies.checkpoint) -------------------------------------------
@@ -159,7 +193,8 @@ class VarianceReducedMCL(SingleThreadedExperiences, OutputsWithoutGraph, _meta_t
         with torch.no_grad():
             copy_into(self.alphas, [a.to(self.device) for a in state["alphas"]])
             copy_into(self.lagged, [w.to(self.device) for w in state["lagged"]])
-        self.momentum = None if state["momentum"] is None else [v.to(self.device) for v in state["momentum"]]
+        # copies: the compiled backend writes the momentum in place
+        self.momentum = None if state["momentum"] is None else [v.to(self.device).clone() for v in state["momentum"]]
         self.memory.load_checkpoint_state(state["memory"])
         self._order.set_state(state["order"])
         self.inner_steps, self.meta_losses, self.meta_examples = state["counts"]

@@ -496,18 +496,23 @@ def _expected_vrmcl(*, lr, alpha_init, s_momentum, s_lr, chunk, passes, k, mem_s
     return theta, alpha, memory
 
 
-@pytest.mark.parametrize("second_order", [False, True], ids=["first-order", "second-order"])
-def test_vrmcl_updates_equal_the_papers_equations(second_order):
-    hp = dict(lr=3.0, alpha_init=0.05, s_momentum=0.3, s_lr=0.2, chunk=2, passes=2, k=3, mem_size=5, clip=0.5,
+@pytest.mark.parametrize("second_order,chunk,fast_path", [(False, 2, False), (True, 2, False), (False, 1, True)],
+                         ids=["first-order", "second-order", "first-order-single-example-compiled"])
+def test_vrmcl_updates_equal_the_papers_equations(second_order, chunk, fast_path):
+    """The reference path in chunks of two, first and second order; the compiled backend where it
+    applies (first order, one example per inner step)."""
+    hp = dict(lr=3.0, alpha_init=0.05, s_momentum=0.3, s_lr=0.2, chunk=chunk, passes=2, k=3, mem_size=5, clip=0.5,
               second_order=second_order)
-    s = _train("vr-mcl", False, lr=hp["lr"], alpha_init=hp["alpha_init"], s_momentum=hp["s_momentum"],
+    s = _train("vr-mcl", fast_path, lr=hp["lr"], alpha_init=hp["alpha_init"], s_momentum=hp["s_momentum"],
                s_lr=hp["s_lr"], inner_batch_size=hp["chunk"], meta_update_per_batch=hp["passes"],
                replay_batch=hp["k"], mem_size=hp["mem_size"], grad_clip_norm=hp["clip"], second_order=second_order)
+    _check_path(s, fast_path)
     theta, alpha, memory = _expected_vrmcl(**hp)
     x, y = _data()
     _check_memory(s, memory, x, y)
     _check_params(s, theta)
     for a, e in zip(s.alphas, alpha):
         assert torch.allclose(a.detach().double(), e, atol=1e-5, rtol=0), (a - e).abs().max()
-    assert s.report().inner_steps == 2 * 2 * 2 * 2  # minibatches x passes x chunks x (theta and lagged paths)
+    # minibatches x passes x chunks of 4 examples x (theta and lagged paths)
+    assert s.report().inner_steps == 2 * 2 * (4 // chunk) * 2
     assert any(bool((e < 0).any()) for e in alpha)  # some rates went below zero: the inner steps use alpha itself
