@@ -169,12 +169,15 @@ class VarianceReducedMCL(SingleThreadedExperiences, OutputsWithoutGraph, _meta_t
 
     def report(self) -> StrategyReport:
         """Inner steps and meta-losses of both paths, the backend of the last meta-update, and the
-        mean learned rate alpha."""
+        mean learned rate alpha; with the compiled backend, which bypasses torch, also the
+        examples backpropagated (its inner steps take one example each, plus the meta-losses')."""
         with torch.no_grad():
             count = sum(a.numel() for a in self.alphas)
             mean_alpha = float(sum(a.sum() for a in self.alphas) / max(count, 1))
+        compiled = self.backend_used not in (None, "reference")
         return StrategyReport(inner_steps=int(self.inner_steps), meta_losses=int(self.meta_losses),
                               meta_examples=int(self.meta_examples), backend=self.backend_used,
+                              gradient_examples=int(self.inner_steps + self.meta_examples) if compiled else None,
                               extra_metrics={"mean_alpha": mean_alpha})
 
     # -- checkpoints (strategies.checkpoint) -------------------------------------------

@@ -1,4 +1,5 @@
-"""Mutation check: deliberate bugs in the meta strategies must make the tests fail.
+"""Mutation check: deliberate bugs in the meta strategies and the harness's measurements must make
+the tests fail.
 
     .venv/bin/python tests/mutations.py                 # every mutation
     .venv/bin/python tests/mutations.py --only NAME ... # some (names or shell patterns)
@@ -50,6 +51,9 @@ LAMAML_CIFAR = [f"{EXACT}::test_lamaml_cifar_form_equals_the_official_cifar_code
 REPTILE = [f"{EXACT}::test_reptile_updates_equal_the_papers_equations"]
 MASK = ["tests/strategies/test_task_mask.py"]
 MEMORY = [f"{EXACT}::test_reservoir_memory_is_algorithm_r", "tests/strategies/test_memory.py", MER[0], LAMAML[0]]
+STREAM = ["tests/benchmark/test_stream_metrics.py"]  # continual evaluation and compute (issue 15)
+CONTINUAL = ["tests/benchmark/test_continual_eval.py"]
+COMPUTE = ["tests/benchmark/test_compute.py"]
 # kernel files, and the kernel files whose numba caches go stale when they change (their callers)
 KERNEL_DEPENDENTS = {"strategies/mlp_numba.py": ("mlp_numba", "mer_numba", "lamaml_numba", "vrmcl_numba"),
                      "strategies/mer_numba.py": ("mer_numba",),
@@ -447,6 +451,53 @@ MUTATIONS = [
     m("lamaml-scratch-not-zeroed", "strategies/lamaml_numba.py",
       "            for a in self._scratch[1]:\n                a.fill(0.0)\n", "            pass\n", LAMAML,
       "the reused gradient arrays keep the previous glance's sums"),
+    # -- continual evaluation and compute (issue 15) --------------------------------------------
+    m("minacc-includes-own-end", "benchmark/stream_metrics.py",
+      "c.points(c.task_ends[i], c.task_ends[k])",
+      "c.points(c.task_ends[i] - 1, c.task_ends[k])", STREAM,
+      "min-ACC counts an old task's point at its own end"),
+    m("wcacc-weights-swapped", "benchmark/stream_metrics.py",
+      "current / (k + 1) + (1 - 1 / (k + 1)) * worst",
+      "worst / (k + 1) + (1 - 1 / (k + 1)) * current", STREAM,
+      "WC-ACC weighs min-ACC by 1/k and the current task by 1 - 1/k"),
+    m("aaa-without-current-task", "benchmark/stream_metrics.py",
+      "_mean(row[:c.task_of(i) + 1])",
+      "_mean(row[:max(c.task_of(i), 1)])", STREAM,
+      "AAA leaves out the task training now"),
+    m("gap-depth-not-clipped", "benchmark/stream_metrics.py",
+      "depth = max(0.0, level - low)",
+      "depth = level - low", STREAM,
+      "a rise after a switch counted as a negative gap"),
+    m("gap-recovery-before-trough", "benchmark/stream_metrics.py",
+      "if d >= trough and v >= level", "if v >= level", STREAM,
+      "recovery found before the trough"),
+    m("gap-level-after-switch", "benchmark/stream_metrics.py",
+      "before = c.at(switch)", "before = c.at(c.points(switch, c.task_ends[k])[0][0]) if c.points(switch, c.task_ends[k]) else None", STREAM,
+      "pre-switch level taken at the first point after the switch"),
+    m("online-scores-replayed-rows", "benchmark/continual_eval.py",
+      "n = min(len(strategy.mb_y), strategy.train_mb_size, self._not_drawn)",
+      "n = len(strategy.mb_y)", CONTINUAL,
+      "online accuracy scores the replay rows a replay loader adds"),
+    m("evaluation-draws-random-numbers", "benchmark/continual_eval.py",
+      "            start = time.perf_counter()\n            self.recorded.iterations.append(it)",
+      "            start = time.perf_counter()\n            torch.rand(1)\n            self.recorded.iterations.append(it)", CONTINUAL,
+      "continual evaluation consumes the global generator (shuffling changes)"),
+    m("eval-point-before-plugins-finish", "benchmark/continual_eval.py",
+      "            if self.recorded.iteration % self.every == 0:\n                self._pending = True",
+      "            if self.recorded.iteration % self.every == 0:\n                self._pending = True\n                self._take_pending()", CONTINUAL,
+      "points taken inside the iteration (before the other plugins' after-iteration work)"),
+    m("counter-counts-forwards", "benchmark/compute.py",
+      "            output.register_hook(partial(self._on_backward, int(output.shape[0]) if output.dim() else 1))",
+      "            self.examples += int(output.shape[0]) if output.dim() else 1", COMPUTE,
+      "forwards with a graph counted whether backpropagated or not"),
+    m("lamaml-compiled-count-without-meta", "strategies/lamaml.py",
+      "gradient_examples=int(self.inner_steps + self.meta_examples) if compiled else None",
+      "gradient_examples=int(self.inner_steps) if compiled else None", COMPUTE,
+      "compiled La-MAML reports its inner examples only"),
+    m("subsample-differs-per-task-seed", "benchmark/continual_eval.py",
+      "np.random.default_rng([SUBSAMPLE_SEED, task])",
+      "np.random.default_rng()", CONTINUAL,
+      "subsample positions not fixed (differ run to run)"),
 ]
 
 

@@ -32,7 +32,7 @@ def _trained(name: str, fast_path: bool, **hp):
     ctx = strategies.StrategyContext(batch_size=BATCH, n_classes=N_OUT, input_shape=(N_IN,), seed=0)
     if name == "mer":
         s = strategies.build(name, model=model, context=ctx, fast_path=fast_path, **hp)
-    else:  # the La-MAML family takes the path as an attribute (not a hyperparameter)
+    else:  # the La-MAML family and VR-MCL take the path as an attribute (not a hyperparameter)
         s = strategies.build(name, model=model, context=ctx, **hp)
         s.fast_path = fast_path
     for exp in _experiences():
@@ -45,6 +45,8 @@ def _trained(name: str, fast_path: bool, **hp):
     ("mer", {"mem_size": 20, "replay_batch": 3, "batches_per_example": 2}),
     ("la-maml", {"mem_size": 20, "replay_batch": 5, "glances": 2}),
     ("c-maml", {"mem_size": 20, "replay_batch": 5, "glances": 2, "meta_loss": "final"}),
+    ("vr-mcl", {"mem_size": 20, "replay_batch": 5, "inner_batch_size": 1, "meta_update_per_batch": 2,
+                "second_order": False}),
 ])
 def test_compiled_backend_reports_what_the_hooks_count_on_its_reference_path(name, hp):
     counted, reference = _trained(name, False, **hp)
