@@ -151,39 +151,47 @@ def test_eval_cost_reports_the_measured_seconds(tmp_path, capsys):
 
 
 def test_points_are_taken_after_every_plugin_finished_the_iteration():
-    """A strategy whose own plugin, after each iteration, sets the classifier to predict class 0
-    everywhere (as CoPE updates its prototypes after each iteration): every point of the curve
-    sees that state, so each task's accuracy is the share of class 0 in its subsample."""
+    """A strategy whose own plugin, after each iteration, sets the classifier to predict one class
+    everywhere, class 0 after odd iterations and class 1 after even ones (as CoPE updates its
+    prototypes after each iteration): every point of the curve sees that state, so each task's
+    accuracy is the share of that class in its subsample (a point taken before the plugin ran
+    would see the other class: the previous reset, one SGD step cannot move a bias of 100)."""
     import torch
     from avalanche.core import SupervisedPlugin
     from avalanche.training import Naive
 
+    import scenarios
     import strategies
     from benchmark.continual_eval import subsample
     from benchmark.evaluation import eval_sets
 
-    class PredictZero(SupervisedPlugin):
+    class PredictOneClass(SupervisedPlugin):
+        def __init__(self):
+            super().__init__()
+            self.calls = 0
+
         def after_training_iteration(self, strategy, **kwargs):
+            self.calls += 1
             last = [m for m in strategy.model.modules() if isinstance(m, torch.nn.Linear)][-1]
             with torch.no_grad():
                 last.weight.zero_()
                 last.bias.zero_()
-                last.bias[0] = 1.0
+                last.bias[(self.calls + 1) % 2] = 100.0
 
-    @strategies.register("test-predict-zero")
-    def predict_zero(*, model, context, lr: float = 0.1):
-        """Naive whose plugin resets the classifier to class 0 after every iteration."""
+    @strategies.register("test-predict-one-class")
+    def predict_one_class(*, model, context, lr: float = 0.1):
+        """Naive whose plugin resets the classifier to one class after every iteration."""
         return Naive(model=model, optimizer=torch.optim.SGD(model.parameters(), lr=lr),
-                     **context.template_kwargs(plugins=[PredictZero()]))
+                     **context.template_kwargs(plugins=[PredictOneClass()]))
 
-    rec = _record("test-predict-zero", {}, eval_every=3, per_task=60)
+    rec = _record("test-predict-one-class", {}, eval_every=3, per_task=60)
     spec = validate({"name": "ce", "seeds": [0], "scenarios": [{"name": "permuted-mnist", "source": "mnist5k",
                                                                   "n_tasks": 2, "per_task": 60}],
                      "strategies": [{"name": "naive"}]}).specs()[0]
-    import scenarios
-
     stream = scenarios.build(spec.scenario, seed=0, **spec.scenario_params)
-    shares = [float((t.y == 0).float().mean()) for t in subsample(eval_sets(stream, masked=False), 200).sets]
-    assert len(rec["curves"]["acc"]) > 2
-    for row in rec["curves"]["acc"]:
-        assert row == pytest.approx(shares[:len(row)], abs=1e-6)
+    sets = subsample(eval_sets(stream, masked=False), 200).sets
+    share = [[float((t.y == c).float().mean()) for t in sets] for c in (0, 1)]
+    assert share[0] != share[1]
+    assert rec["curves"]["iterations"] == [3, 6, 9, 12]
+    for it, row in zip(rec["curves"]["iterations"], rec["curves"]["acc"]):
+        assert row == pytest.approx(share[(it + 1) % 2][:len(row)], abs=1e-6), it
