@@ -214,6 +214,10 @@ def _tune(args) -> int:
 
     if args.trials is not None and args.trials < 1:
         raise UsageError(f"--trials must be >= 1 (the budget of each strategy), got {args.trials}")
+    try:
+        import optuna  # noqa: F401 (an optional extra: say so before anything is written)
+    except ImportError:
+        raise UsageError("clbench tune needs Optuna: pip install 'clbench[tune]'") from None
     _check_execution(args)
     _load_plugins(args.plugins)
     exp = load_experiment(args.config, overrides=args.overrides)

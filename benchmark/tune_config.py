@@ -172,6 +172,14 @@ def parse(raw: Any, *, scenarios: Sequence[tuple[str, dict[str, Any]]],
         raise TuneError(f"{at}.report_on is {report_on!r}; allowed: {', '.join(REPORT_ON)}"
                         f"{closest(str(report_on), REPORT_ON)}")
     spaces = _spaces(given["spaces"], strategies, at=f"{at}.spaces")
+    if sampler == "grid":
+        for name, space in spaces.items():
+            ranged = next((d for d in space.dimensions if d.kind != "choice"), None)
+            if ranged is not None:
+                source = "its space from declared ranges searches" if space.derived else "searches"
+                raise TuneError(f"{at}.spaces.{name}.{ranged.name}: the grid sampler takes choice lists, and {name} "
+                                f"{source} {ranged.name} over a {ranged.kind} range; give {{choice: [values]}} or "
+                                "sampler tpe or random")
     return TuneSettings(first, float(fraction), trials, objective, sampler, seed, tuple(run_seeds), report_on, spaces)
 
 
