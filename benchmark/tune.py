@@ -314,7 +314,7 @@ class Trials:
         objective = self.settings.objective
         values = [(r.get("metrics") or {}).get(objective) for r in records]
         attrs: dict[str, Any] = {"run_ids": list(pending.runs), "seconds": time.perf_counter() - pending.started,
-                                 "run_seconds": sum((r.get("timing") or {}).get("train_s") or 0.0 for r in records)}
+                                 "train_seconds": sum((r.get("timing") or {}).get("train_s") or 0.0 for r in records)}
         value = None
         if failed:
             attrs["error"] = first_line(failed[0].get("error")) or "the run failed"
@@ -347,7 +347,8 @@ def best_trial(state: StudyState) -> Any | None:
 @dataclass(frozen=True)
 class EntryResult:
     """What the tune of one entry gave: its best trial (None if no trial completed), the
-    trials counted and how many failed, and their seconds."""
+    trials counted and how many failed, the wall seconds from its first trial to its last, and
+    the training seconds of their runs."""
 
     entry: Entry
     trials: int
@@ -356,8 +357,8 @@ class EntryResult:
     best_number: int | None
     best_value: float | None
     chosen: dict[str, Any]
-    seconds: float
-    run_seconds: float
+    wall_seconds: float
+    train_seconds: float
 
 
 def result(state: StudyState) -> EntryResult:
@@ -369,8 +370,15 @@ def result(state: StudyState) -> EntryResult:
         state.entry, state.budget, sum(t.state == TrialState.COMPLETE for t in counted),
         sum(t.state == TrialState.FAIL for t in counted), None if best is None else best.number,
         None if best is None else float(best.value), {} if best is None else dict(best.params),
-        sum(float(t.user_attrs.get("seconds") or 0.0) for t in counted),
-        sum(float(t.user_attrs.get("run_seconds") or 0.0) for t in counted))
+        _span(counted), sum(float(t.user_attrs.get("train_seconds") or 0.0) for t in counted))
+
+
+def _span(trials: Sequence[Any]) -> float:
+    """Seconds from the start of the first trial to the end of the last (the wall time of an
+    entry's tuning, the pause of a killed tune included)."""
+    starts = [t.datetime_start for t in trials if t.datetime_start is not None]
+    ends = [t.datetime_complete for t in trials if t.datetime_complete is not None]
+    return (max(ends) - min(starts)).total_seconds() if starts and ends else 0.0
 
 
 @dataclass(frozen=True)
@@ -417,7 +425,7 @@ def best_config(experiment: Experiment, settings: TuneSettings, results: Sequenc
             "trials": r.trials, "complete": r.complete, "failed": r.failed, "best_trial": r.best_number,
             "best_value": r.best_value, "chosen": dict(r.chosen),
             "hparams": {k: v for k, v in entry.items() if k != "name"},
-            "seconds": round(r.seconds, 1), "run_seconds": round(r.run_seconds, 1)})
+            "wall_seconds": round(r.wall_seconds, 1), "train_seconds": round(r.train_seconds, 1)})
     raw["tuned"] = {
         "protocol": PROTOCOL, "scenario": scenario, "n_tasks": n_tasks, "first_tasks": settings.first_tasks,
         "val_fraction": settings.val_fraction, "report_on": settings.report_on, "objective": settings.objective,
