@@ -119,7 +119,13 @@ def flatten(setting: dict[str, Any], parts: tuple[tuple[str, str], ...]) -> Flat
 
 
 def _text(value: Any) -> str:
-    return MISSING if value is _ABSENT else str(value)
+    """A setting's value in a label; a float of more than four significant digits (a tuned
+    learning rate) to four of them: labels that would then read alike get a digest."""
+    if value is _ABSENT:
+        return MISSING
+    if isinstance(value, float) and float(f"{value:.4g}") != value:
+        return f"{value:.4g}"
+    return str(value)
 
 
 def _same(flat: Flat, key: tuple[str, Any]) -> str:

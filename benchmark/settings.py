@@ -58,7 +58,7 @@ SETTINGS: tuple[Setting, ...] = (
             "(value in the report's units: % for accuracies)"),
     Setting("", "tune", "mapping of the tune.* keys", None,
             "how `clbench tune` chooses hyperparameters (Chaudhry et al. 2019: on the first tasks, never on "
-            "test sets); `clbench run` ignores it", "none"),
+            "test sets); `clbench run` checks it and does not use it", "none"),
     Setting("", "tuned", "mapping written by `clbench tune`", None,
             "how the hyperparameters of this config were chosen (protocol, budget, study, validation scores); "
             "the report marks those strategies", "none"),

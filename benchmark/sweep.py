@@ -155,13 +155,7 @@ def run_sweep(experiment: Experiment, *, out: str | Path, jobs: int = 1, executo
     faults.reach("sweep-start")
 
     def on_result(record: dict[str, Any]) -> None:
-        try:
-            store.write(record)
-        except (TypeError, ValueError) as exc:  # a strategy's metrics that are not JSON
-            record = {k: record.get(k) for k in ("run_id", "strategy", "scenario", "seed", "config", "versions")}
-            record.update(status="failed", error=f"{type(exc).__name__}: the run's record cannot be stored as JSON "
-                                                 f"({exc})")
-            store.write(record)
+        record = store_record(store, record)
         locks.release(record["run_id"])
         faults.reach("after-record")
         (outcome.done if record["status"] == "done" else outcome.failed).append(record["run_id"])
@@ -199,6 +193,19 @@ def run_sweep(experiment: Experiment, *, out: str | Path, jobs: int = 1, executo
         if summary:
             _write_summary(store, interrupted=interrupted)
     return outcome
+
+
+def store_record(store: RunStore, record: dict[str, Any]) -> dict[str, Any]:
+    """Write a run's record; a record that cannot be stored as JSON (a strategy's metrics of
+    its own that are not) is stored as a failed run saying why. Returns what was stored."""
+    try:
+        store.write(record)
+    except (TypeError, ValueError) as exc:
+        record = {k: record.get(k) for k in ("run_id", "strategy", "scenario", "seed", "config", "versions")}
+        record.update(status="failed", error=f"{type(exc).__name__}: the run's record cannot be stored as JSON "
+                                             f"({exc})")
+        store.write(record)
+    return record
 
 
 def refuse_unportable_strategies(experiment: Experiment) -> None:

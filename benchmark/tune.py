@@ -52,7 +52,7 @@ from benchmark.messages import first_line
 from benchmark.ownership import BEST_MARK
 from benchmark.spec_keys import scenario_identity, train_identity
 from benchmark.store import RunStore, write_atomic
-from benchmark.sweep import plain, refuse_unportable_strategies
+from benchmark.sweep import plain, refuse_unportable_strategies, store_record
 from benchmark.tune_config import PROTOCOL, Space, TuneSettings
 
 STUDY_FILE = "study.sqlite"
@@ -147,7 +147,6 @@ class StudyState:
 
     entry: Entry
     study: Any
-    storage: Any
     settings: TuneSettings
     finished: int = 0
     inflight: int = 0
@@ -226,7 +225,7 @@ def open_study(entry: Entry, settings: TuneSettings, storage: Any, *, say: Calla
             storage.set_trial_user_attr(trial_id, INTERRUPTED, True)
             storage.set_trial_state_values(trial_id, TrialState.FAIL)
             say(f"clbench: {entry.label}: trial {t.number} was running when the last tune stopped; it is not "
-                "counted and runs again")
+                "counted, a new trial takes its place")
     if not trials:
         study.set_user_attr("strategy", entry.strategy)
         study.set_user_attr("entry", entry.index)
@@ -234,7 +233,7 @@ def open_study(entry: Entry, settings: TuneSettings, storage: Any, *, say: Calla
         own = {d.name: entry.hparams[d.name] for d in entry.space.dimensions}
         if settings.sampler != "grid" and all(d.contains(own[d.name]) for d in entry.space.dimensions):
             study.enqueue_trial(own)  # the config's own settings are the first trial
-    state = StudyState(entry, study, storage, settings)
+    state = StudyState(entry, study, settings)
     state.finished = len([t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.FAIL))
                           if not t.user_attrs.get(INTERRUPTED)])
     if settings.sampler == "grid":
@@ -301,7 +300,7 @@ class Trials:
 
     def on_result(self, record: dict[str, Any]) -> None:
         """Store a run's record; tell the study of each trial it completes."""
-        self.store.write(record)
+        record = store_record(self.store, record)
         for pending in self.waiting.pop(record["run_id"], []):
             pending.runs[record["run_id"]] = record
             self._finish_if_done(pending)
