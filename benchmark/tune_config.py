@@ -20,7 +20,8 @@ A strategy of the config without a space gets one from its declared ranges: ever
 hyperparameter whose range is finite (:meth:`strategies.HParam.finite_range`), searched
 uniformly; one with none is refused. :func:`parse` validates the section against the config's
 resolved entries (one-line :class:`TuneError`); :func:`tuned_entries` and :func:`annotate` read
-a ``tuned:`` block back for the report, without importing torch.
+a ``tuned:`` block back for the report, without importing torch (this module imports nothing
+that does at its top).
 """
 
 from __future__ import annotations
@@ -32,9 +33,7 @@ from typing import Any
 
 from benchmark.messages import closest
 from benchmark.metric_names import METRICS
-from benchmark.settings import MAX_SEED, REPORT_ON, SAMPLERS, defaults, keys
 
-KEYS = keys("tune")
 DISTRIBUTIONS = ("uniform", "log_uniform", "choice")
 PROTOCOL = ("Chaudhry et al. 2019 (A-GEM): chosen on a validation split held out of the training examples of the "
             "first tasks; no test set was used")
@@ -120,14 +119,17 @@ def parse(raw: Any, *, scenarios: Sequence[tuple[str, dict[str, Any]]],
           where: str = "config") -> TuneSettings | None:
     """Validate a config's ``tune:`` section against its resolved scenario and strategy
     entries; None when the config has none. Raises :class:`TuneError` naming what is wrong."""
+    from benchmark.settings import MAX_SEED, REPORT_ON, SAMPLERS, defaults, keys  # (torch: not for the report)
+
     if raw is None:
         return None
+    allowed = keys("tune")
     at = f"{where}: tune"
     if not isinstance(raw, dict):
-        raise TuneError(f"{at} must be a mapping with keys {', '.join(KEYS)}")
+        raise TuneError(f"{at} must be a mapping with keys {', '.join(allowed)}")
     for key in raw:
-        if key not in KEYS:
-            raise TuneError(f"{at}: unknown key '{key}'{closest(str(key), KEYS)}; allowed: {', '.join(KEYS)}")
+        if key not in allowed:
+            raise TuneError(f"{at}: unknown key '{key}'{closest(str(key), allowed)}; allowed: {', '.join(allowed)}")
     given = {**defaults("tune"), **{k: v for k, v in raw.items() if v is not None or k == "seeds"}}
     if len(scenarios) != 1:
         raise TuneError(f"{at}: the config has {len(scenarios)} scenarios; hyperparameters are chosen per stream, so a "

@@ -331,3 +331,12 @@ def test_a_tune_killed_with_sigkill_resumes_without_losing_a_finished_trial(tmp_
     whole = tmp_path / "whole"
     assert _tune(cfg, whole, "--in-process") == 0
     assert [(t.params, t.value) for t in after] == [(t.params, t.value) for t in _complete(whole, study)]
+
+
+def test_the_report_reads_tuned_blocks_without_importing_torch():
+    """``clbench report`` reads tuned: blocks (benchmark.tune_config) as it reads targets:
+    without torch, which only the tune: section's validation needs."""
+    code = ("import sys, benchmark.report, benchmark.tune_config; "
+            "sys.exit(1 if 'torch' in sys.modules else 0)")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
+    assert subprocess.run([sys.executable, "-c", code], env=env, timeout=120).returncode == 0
