@@ -1,4 +1,4 @@
-"""The ``clbench`` command: run, list, report.
+"""The ``clbench`` command: run, tune, list, report.
 
 Bad input (a malformed config, an unknown name, a bad hyperparameter, a missing file) prints
 one line on stderr and exits with status 2, with no traceback unless ``--debug`` is given.
@@ -15,7 +15,6 @@ from pathlib import Path
 
 from benchmark.usage import Parser as _Parser
 from benchmark.usage import UsageError
-
 EXIT_OK, EXIT_RUNS_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 SUMMARY_UNITS = ("(mean ± sd over seeds; ACC, BWT and forgetting in %; Train s: training seconds per run; "
                  "Eval %: share of a run's time spent evaluating)")
@@ -49,6 +48,28 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--checkpoint-every-task", action="store_true",
                    help="save each run's state after every task in its folder, so a killed run resumes there")
     r.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
+    t = sub.add_parser("tune", help="choose hyperparameters on the first tasks of a stream, never on test sets",
+                       description="Choose each strategy's hyperparameters as Chaudhry et al. (2019) propose: trials "
+                                   "train on the first tune.first_tasks tasks and are scored on a validation split "
+                                   "held out of their training examples, the same budget for every strategy; the "
+                                   "Optuna study lives in OUT/study.sqlite (a killed tune resumes), and OUT/best.yaml "
+                                   "is the config with the chosen hyperparameters, for `clbench run`.",
+                       epilog="exit status: 0 every strategy has a best trial; 1 a strategy's every trial failed, or a "
+                              "file could not be written; 2 bad input (one line on stderr, nothing written); 130 "
+                              "interrupted (finished trials are kept: run the same command again to go on)")
+    t.add_argument("config", help="experiment YAML file with a tune: section (defaults without one)")
+    t.add_argument("--out", help="output folder (default results/tune-<config name>)")
+    t.add_argument("--trials", type=int, help="trials per strategy entry (default tune.trials)")
+    t.add_argument("--jobs", type=int, default=1, help="local worker processes (default 1; 1 makes the study "
+                                                       "deterministic)")
+    t.add_argument("--in-process", action="store_true", help="run every trial inside this process (debugging)")
+    t.add_argument("--executor", choices=("local", "ray"), default="local")
+    t.add_argument("--address", help="Ray cluster address (default: start a local Ray instance)")
+    t.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config value, e.g. tune.trials=5 or strategies.mer.mem_size=500")
+    t.add_argument("--plugin", dest="plugins", action="append", default=[], metavar="FILE.py",
+                   help="a Python file that registers strategies")
+    t.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
     lst = sub.add_parser("list", help="registered strategies and scenarios with their parameters")
     lst.add_argument("--plugin", dest="plugins", action="append", default=[], metavar="FILE.py")
     lst.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
@@ -102,7 +123,8 @@ def main(argv: list[str] | None = None) -> int:
 
             return speed_main(argv[1:])
         args = _parser().parse_args(argv)
-        return {"run": _run, "list": _list, "report": _report, "eval-cost": _eval_cost}[args.command](args)
+        return {"run": _run, "tune": _tune, "list": _list, "report": _report, "eval-cost": _eval_cost}[args.command](
+            args)
     except SystemExit as exc:  # --help
         return int(exc.code or 0)
     except BrokenPipeError:  # `clbench list | head`: the reader is gone, nothing is wrong here
@@ -135,8 +157,9 @@ def _is_bad_input(exc: Exception) -> bool:
     import scenarios
     import strategies
     from benchmark.config import ConfigError
+    from benchmark.tune import TuneBusy
 
-    return isinstance(exc, (UsageError, ConfigError, scenarios.ScenarioError, strategies.StrategyError))
+    return isinstance(exc, (UsageError, ConfigError, scenarios.ScenarioError, strategies.StrategyError, TuneBusy))
 
 
 def _one_line(exc: BaseException) -> str:
@@ -158,11 +181,8 @@ def _load_plugins(files):
         strategies.load_plugin(f)
 
 
-def _run(args) -> int:
-    from benchmark.config import load_experiment
-    from benchmark.sweep import run_sweep
-    from benchmark.tables import summary_table
-
+def _check_execution(args) -> None:
+    """The options of ``run`` and ``tune`` that say where runs execute, checked together."""
     if args.jobs < 1:
         raise UsageError(f"--jobs must be >= 1, got {args.jobs}")
     if args.executor != "ray" and args.address:
@@ -176,6 +196,14 @@ def _run(args) -> int:
         from benchmark.executors import start_fork_server
 
         start_fork_server()  # the workers' imports overlap with reading and checking the config
+
+
+def _run(args) -> int:
+    from benchmark.config import load_experiment
+    from benchmark.sweep import run_sweep
+    from benchmark.tables import summary_table
+
+    _check_execution(args)
     _load_plugins(args.plugins)
     exp = load_experiment(args.config, overrides=args.overrides)
     out = Path(args.out) if args.out is not None else Path("results") / _safe_folder(exp.name)
@@ -198,6 +226,50 @@ def _run(args) -> int:
             print(f"failed: {r['run_id']}: {(r.get('error') or '').splitlines()[0]}", file=sys.stderr)
     still_failed = any(r.get("status") != "done" for r in records) or len(records) < outcome.total
     return EXIT_RUNS_FAILED if still_failed else EXIT_OK
+
+
+def _tune(args) -> int:
+    from benchmark.config import ConfigError, load_experiment
+    from benchmark.tune import run_tune
+    from benchmark.tune_config import TuneError
+    from benchmark.tune_config import parse as parse_tune
+
+    if args.trials is not None and args.trials < 1:
+        raise UsageError(f"--trials must be >= 1 (the budget of each strategy), got {args.trials}")
+    try:
+        import optuna  # noqa: F401 (an optional extra: say so before anything is written)
+    except ImportError:
+        raise UsageError("clbench tune needs Optuna: pip install 'clbench[tune]'") from None
+    _check_execution(args)
+    _load_plugins(args.plugins)
+    exp = load_experiment(args.config, overrides=args.overrides)
+    settings = exp.tune
+    if settings is None:  # no tune: section: its defaults
+        try:
+            settings = parse_tune({}, scenarios=exp.scenarios, strategies=exp.strategies, seeds=exp.seeds,
+                                  where=str(args.config))
+        except TuneError as exc:
+            raise ConfigError(str(exc)) from None
+    if args.trials is not None:
+        settings = settings.with_trials(args.trials)
+    out = Path(args.out) if args.out is not None else Path("results") / f"tune-{_safe_folder(exp.name)}"
+    _refuse_foreign_files(out, tune=True)
+    _make_out_folder(out)
+    outcome = run_tune(exp, out=out, settings=settings, jobs=args.jobs, executor=args.executor, address=args.address,
+                       plugin_files=[str(Path(f).resolve()) for f in args.plugins], in_process=args.in_process,
+                       source=str(args.config))
+    print(f"tuned on the first {settings.first_tasks} tasks ({settings.val_fraction:g} of their training examples "
+          f"held out to score {settings.objective}), {settings.trials} trials per strategy, {settings.sampler} "
+          f"sampler, in {outcome.seconds:.1f} s")
+    for r in outcome.results:
+        score = "no trial completed" if r.best_value is None else (
+            f"best {settings.objective} {r.best_value:.4f} (trial {r.best_number}): "
+            + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in r.chosen.items()))
+        print(f"  {r.entry.label}: {r.complete}/{r.trials} complete, {r.failed} failed; {score}")
+    print(f"\nwrote {outcome.best}; evaluate it with: clbench run {outcome.best}. Study: {outcome.study}")
+    if not outcome.ok:
+        print("clbench: a strategy has no complete trial: best.yaml keeps its own settings", file=sys.stderr)
+    return EXIT_OK if outcome.ok else EXIT_RUNS_FAILED
 
 
 def _make_out_folder(out: Path) -> None:
@@ -224,15 +296,17 @@ def _safe_folder(name: str) -> str:
     return f"{safe}-{hashlib.sha256(name.encode('utf-8')).hexdigest()[:8]}"
 
 
-def _refuse_foreign_files(out: Path) -> None:
+def _refuse_foreign_files(out: Path, *, tune: bool = False) -> None:
     """Before anything runs: a file clbench would write in ``out`` that is not clbench's (the
-    user's own experiment.yaml or summary.csv) is one line, never overwritten."""
-    from benchmark.ownership import OWNED_FILES, foreign_files
+    user's own experiment.yaml, summary.csv or best.yaml) is one line, never overwritten."""
+    from benchmark.ownership import OWNED_FILES, TUNE_FILES, foreign_files
 
-    found = foreign_files(out)
+    found = foreign_files(out, TUNE_FILES if tune else OWNED_FILES)
     if found:
+        writes = (f"clbench tune writes {', '.join(TUNE_FILES)} and run folders" if tune else
+                  f"clbench writes {', '.join(OWNED_FILES)}, configs/, tables/ and plots/")
         raise UsageError(f"{found[0]} exists and was not written by clbench; give --out a folder of its own "
-                         f"(clbench writes {', '.join(OWNED_FILES)}, configs/, tables/ and plots/ there)")
+                         f"({writes} there)")
 
 
 def _list(args) -> int:

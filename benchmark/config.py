@@ -36,9 +36,11 @@ from benchmark.messages import closest
 from benchmark.evaluation import HEADS
 from benchmark.models import BACKBONES, INITS
 from benchmark.settings import DEVICES, MAX_NAME_BYTES, MAX_SEED, defaults, keys
-from benchmark.spec_keys import SCENARIO_NOT_IN_RUN_ID, train_identity
+from benchmark.spec_keys import scenario_identity, train_identity
 from benchmark.targets import Target, TargetError
 from benchmark.targets import parse as parse_targets
+from benchmark.tune_config import TuneError, TuneSettings
+from benchmark.tune_config import parse as parse_tune
 
 # the keys and defaults of benchmark.settings.SETTINGS (what `clbench list` shows); settings that
 # do not change results stay out of the run id (and the report's groups):
@@ -46,6 +48,7 @@ from benchmark.targets import parse as parse_targets
 TOP_KEYS = keys("")
 TRAIN_DEFAULTS = defaults("train")
 MODEL_DEFAULTS = defaults("model")
+TUNE_KEYS = keys("tune")
 
 
 class ConfigError(ValueError):
@@ -100,7 +103,7 @@ class RunSpec:
         """The resolved spec that the run id is a digest of."""
         return {
             "scenario": self.scenario,
-            "scenario_params": {k: v for k, v in self.scenario_params.items() if k not in SCENARIO_NOT_IN_RUN_ID},
+            "scenario_params": scenario_identity(self.scenario_params),
             "strategy": self.strategy, "hparams": strategies.recorded_hparams(self.strategy, self.hparams),
             "seed": self.seed,
             "train": train_identity(self.train),
@@ -135,6 +138,8 @@ class Experiment:
     strategies: tuple[tuple[str, dict[str, Any]], ...]
     source: dict[str, Any] = field(default_factory=dict)
     targets: tuple[Target, ...] = ()  # published figures the report shows beside the measured ones
+    tune: TuneSettings | None = None  # how `clbench tune` chooses hyperparameters (benchmark.tune_config)
+    tuned: dict[str, Any] | None = None  # how `clbench tune` chose them (best.yaml's tuned: block)
 
     def specs(self) -> list[RunSpec]:
         """Every (scenario x strategy x seed), in that nesting order."""
@@ -260,8 +265,10 @@ def apply_override(raw: dict[str, Any], item: str) -> None:
             raise ConfigError(f"--set key '{key}' does not exist; '{head}' has no sub-keys")
         raw[head] = value
         return
-    if head in ("train", "model"):
-        allowed = TRAIN_DEFAULTS if head == "train" else MODEL_DEFAULTS
+    if head == "tuned":
+        raise ConfigError(f"--set key '{key}': the tuned block is written by clbench tune, not set by hand")
+    if head in ("train", "model", "tune"):
+        allowed = {"train": TRAIN_DEFAULTS, "model": MODEL_DEFAULTS, "tune": TUNE_KEYS}[head]
         if len(parts) != 2 or parts[1] not in allowed:
             sub = parts[1] if len(parts) > 1 else ""
             raise ConfigError(f"--set key '{key}' does not exist{closest(sub, allowed)}; allowed: "
@@ -373,7 +380,15 @@ def validate(raw: dict[str, Any], *, where: str = "config") -> Experiment:
         goals = parse_targets(raw.get("targets"), scenarios=[sc for sc, _ in scs], strategies=sts, where=where)
     except TargetError as exc:
         raise ConfigError(str(exc)) from None
-    return Experiment(name.strip(), tuple(seeds), train, model, scs, sts, source=raw, targets=goals)
+    try:
+        tune = parse_tune(raw.get("tune"), scenarios=scs, strategies=sts, seeds=seeds, where=where)
+    except TuneError as exc:
+        raise ConfigError(str(exc)) from None
+    tuned = raw.get("tuned")
+    if tuned is not None and not isinstance(tuned, dict):
+        raise ConfigError(f"{where}: 'tuned' is {_kind(tuned)}; it is the mapping clbench tune writes into best.yaml")
+    return Experiment(name.strip(), tuple(seeds), train, model, scs, sts, source=raw, targets=goals, tune=tune,
+                      tuned=tuned)
 
 
 def _section(raw, key, defaults, where):

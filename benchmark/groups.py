@@ -5,10 +5,10 @@ every table row, plot, heatmap and significance test of a report is built from o
 *configuration group*: the runs whose resolved spec (``RunSpec.to_dict()``, kept in each
 record's ``config``) is identical once the seed and the settings that do not change results
 are left out. Those settings are the ones the run id leaves out too
-(``benchmark.spec_keys.train_identity``: device, eval batch size, and settings added later at their
-default;
-``benchmark.spec_keys.SCENARIO_NOT_IN_RUN_ID``: data root, download), so a run moved to another
-machine or data folder stays in its group. Two configurations are never averaged into one row:
+(``benchmark.spec_keys.train_identity``: device, eval batch size, and settings added later at
+their default; ``benchmark.spec_keys.scenario_identity``: data root, download, and stream
+parameters added later at their default), so a run moved to another machine or data folder
+stays in its group. Two configurations are never averaged into one row:
 ``split-mnist`` with and without task labels, ``permuted-mnist`` with 2 and 4 tasks, or a
 ``--set train.batch_size=1`` rerun in the same folder, are told apart.
 
@@ -36,7 +36,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from benchmark.spec_keys import SCENARIO_NOT_IN_RUN_ID, train_identity
+from benchmark.spec_keys import scenario_identity, train_identity
 
 MISSING = "missing"  # how a key that a record lacks is written in a label
 _ABSENT = object()
@@ -48,10 +48,6 @@ def digest(obj: Any, n: int = 10) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:n]
 
 
-def _without(section: Any, keys: tuple[str, ...]) -> Any:
-    return {k: v for k, v in section.items() if k not in keys} if isinstance(section, dict) else section
-
-
 def section_setting(rec: dict[str, Any]) -> dict[str, Any]:
     """The scenario setting of a record: scenario name, stream parameters, train and model
     settings, without those that do not change results. A part the record lacks is left out
@@ -59,7 +55,8 @@ def section_setting(rec: dict[str, Any]) -> dict[str, Any]:
     cfg = rec.get("config") if isinstance(rec.get("config"), dict) else {}
     out: dict[str, Any] = {"scenario": rec.get("scenario", cfg.get("scenario"))}
     if "scenario_params" in cfg:
-        out["scenario_params"] = _without(cfg["scenario_params"], SCENARIO_NOT_IN_RUN_ID)
+        params = cfg["scenario_params"]
+        out["scenario_params"] = scenario_identity(params) if isinstance(params, dict) else params
     if "train" in cfg:
         out["train"] = train_identity(cfg["train"]) if isinstance(cfg["train"], dict) else cfg["train"]
     if "model" in cfg:
@@ -122,7 +119,13 @@ def flatten(setting: dict[str, Any], parts: tuple[tuple[str, str], ...]) -> Flat
 
 
 def _text(value: Any) -> str:
-    return MISSING if value is _ABSENT else str(value)
+    """A setting's value in a label; a float of more than four significant digits (a tuned
+    learning rate) to four of them: labels that would then read alike get a digest."""
+    if value is _ABSENT:
+        return MISSING
+    if isinstance(value, float) and float(f"{value:.4g}") != value:
+        return f"{value:.4g}"
+    return str(value)
 
 
 def _same(flat: Flat, key: tuple[str, Any]) -> str:

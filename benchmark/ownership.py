@@ -2,11 +2,13 @@
 
 A results folder holds files of the suite's own (``experiment.yaml``, ``summary.csv``,
 ``report.md``, ``report.html``, and the folders ``configs/``, ``tables/``, ``plots/``,
-``reports/``). ``clbench run --out .`` in a folder that holds the user's own ``experiment.yaml``
+``reports/``); a folder of ``clbench tune`` holds ``best.yaml``, ``study.sqlite`` and
+``summary.csv``. ``clbench run --out .`` in a folder that holds the user's own ``experiment.yaml``
 or ``summary.csv`` must not replace them: before anything runs, :func:`check_folder` names such
 a file in one line. A file is the suite's when it carries the suite's mark: the first line of
 ``experiment.yaml`` (:data:`CONFIG_MARK`; files from before the mark are recognised by sitting
-in a folder of run records), the header row of ``summary.csv``, the title of the reports.
+in a folder of run records), the first line of ``best.yaml`` (:data:`BEST_MARK`), the header
+row of ``summary.csv``, the title of the reports, Optuna's tables in ``study.sqlite``.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ from __future__ import annotations
 from pathlib import Path
 
 CONFIG_MARK = "# written by clbench: the config of the last `clbench run` into this folder (the history is in configs/)"
+BEST_MARK = ("# written by clbench tune: the config with the hyperparameters it chose (see tuned:); "
+             "`clbench run` it to evaluate them")
 
 
 def _first_line(path: Path, size: int = 4096) -> str:
@@ -33,10 +37,32 @@ def _is_ours(path: Path) -> bool:
         return _first_line(path).startswith("# Forgetting report:")
     if name == "report.html":
         return "forgetting report</title>" in path.read_text(encoding="utf-8", errors="replace")[:4096]
+    if name == "best.yaml":
+        return _first_line(path) == BEST_MARK
+    if name == "study.sqlite":
+        return _is_study(path)
     return True
 
 
+def _is_study(path: Path) -> bool:
+    """Whether ``path`` is an SQLite database holding Optuna's tables (a study of clbench tune)."""
+    import sqlite3
+
+    with open(path, "rb") as f:
+        if f.read(16) != b"SQLite format 3\x00":
+            return False
+    try:
+        con = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+        try:
+            return con.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='studies'").fetchone() is not None
+        finally:
+            con.close()
+    except sqlite3.Error:
+        return False
+
+
 OWNED_FILES = ("experiment.yaml", "summary.csv", "report.md", "report.html")
+TUNE_FILES = ("best.yaml", "study.sqlite", "summary.csv")  # what `clbench tune` writes at the top of its folder
 
 
 def foreign_files(root: str | Path, names: tuple[str, ...] = OWNED_FILES) -> list[Path]:

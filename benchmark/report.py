@@ -53,6 +53,7 @@ from benchmark.targets import Target
 from benchmark.targets import from_config as targets_in
 from benchmark.targets import rows as target_rows
 from benchmark.tidy import average_accuracy_table, curve_table, long_table, matrix_table
+from benchmark.tune_config import TunedEntry, annotate, tuned_entries
 
 _DEFINED_AS = {
     "acc": "retained accuracy (RA): mean_j R[T-1, j], accuracy on every task after the last one",
@@ -125,6 +126,7 @@ class ScenarioSection:
     slug: str = ""
     setting: str = ""
     targets: list[dict[str, Any]] = field(default_factory=list)  # benchmark.targets.rows
+    tuned: list[dict[str, Any]] = field(default_factory=list)  # benchmark.tune_config.annotate
 
 
 @dataclass(frozen=True)
@@ -273,7 +275,7 @@ def collect(root: str | Path, *, scanned: tuple[list[dict[str, Any]], list[BadRe
         text = config_file.read_text(encoding="utf-8", errors="replace") if config_file.is_file() else ""
         title = _config_name(text, store.root.resolve().name)
     by_run = {r.get("run_id"): r for r in records}
-    goals, target_notes = _targets(configs)
+    goals, target_notes, tuned, tuned_notes = _kept_settings(configs)
     config_ids = dict(zip(long["run_id"], long["config_id"])) if len(long) else {}
     units = {m: 100.0 if METRIC_INFO[m][2] else 1.0 for m in METRICS}
     heads = long.drop_duplicates("section_id").sort_values("section", kind="stable")
@@ -283,8 +285,13 @@ def collect(root: str | Path, *, scanned: tuple[list[dict[str, Any]], list[BadRe
         sid, label, stem = head["section_id"], head["section"], section_slugs[head["section_id"]]
         metrics = table_metrics(long, sid)
         table = comparison(long, sid, metrics)
+        marked = annotate(table.to_dict("records"), tuned, config_ids, records, scenario=str(head["scenario"]))
+        if marked:  # a tuned configuration says so, with its budget, wherever its label is shown
+            table["strategy"] = table["config_id"].map({m["config_id"]: m["label"] for m in marked}).fillna(
+                table["strategy"])
         sec = ScenarioSection(label, table, scenario=str(head["scenario"]), section_id=sid, slug=stem,
-                              setting=_setting_text(by_run.get(head["run_id"]) or {}), metrics=metrics)
+                              setting=_setting_text(by_run.get(head["run_id"]) or {}), metrics=metrics,
+                              tuned=marked)
         sec.targets = target_rows(goals, table.to_dict("records"), config_ids, records, scenario=sec.scenario,
                                   units=units)
         m = matrices[matrices["section_id"] == sid]
@@ -321,16 +328,19 @@ def collect(root: str | Path, *, scanned: tuple[list[dict[str, Any]], list[BadRe
         title=title, generated=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         versions=_distinct([r.get("versions") for r in records]), machines=_distinct([r.get("machine") for r in records]),
         configs=configs, sections=sections, failed=failed, unreadable=bad, n_runs=len(records),
-        records=records, target_notes=target_notes,
+        records=records, target_notes=target_notes + tuned_notes,
     )
 
 
-def _targets(configs: list[SavedConfig]) -> tuple[list[Target], list[str]]:
-    """The reproduction targets of the kept configs (once each), and a line per entry skipped."""
+def _kept_settings(configs: list[SavedConfig]) -> tuple[list[Target], list[str], list[TunedEntry], list[str]]:
+    """The reproduction targets and the tuned entries of the kept configs (once each), and a
+    line for each entry of either that is skipped."""
     import yaml
 
     found: list[Target] = []
+    tuned: list[TunedEntry] = []
     notes: list[str] = []
+    tuned_notes: list[str] = []
     for conf in configs:
         try:
             raw = yaml.safe_load(conf.text)
@@ -339,7 +349,10 @@ def _targets(configs: list[SavedConfig]) -> tuple[list[Target], list[str]]:
         goals, problems = targets_in(raw)
         found += [g for g in goals if g not in found]
         notes += [f"{conf.key}: {p}" for p in problems]
-    return found, notes
+        entries, problems = tuned_entries(raw)
+        tuned += [e for e in entries if e not in tuned]
+        tuned_notes += [f"{conf.key}: {p}" for p in problems]
+    return found, notes, tuned, tuned_notes
 
 
 def _number(value: float, digits: int = 2) -> str:
@@ -355,6 +368,29 @@ def _target_cells(row: dict[str, Any]) -> list[str]:
 
 
 TARGET_HEADERS = ["Strategy", "Metric", "Target", "Measured", "Difference", "Source"]
+TUNING_HEADERS = ["Strategy", "Budget (trials)", "Complete", "Validation score", "Chosen"]
+
+
+def _tuning_cells(row: dict[str, Any]) -> list[str]:
+    """strategy (as the table labels it), budget, complete trials, best validation score (in
+    the report's units), the chosen hyperparameters."""
+    e: TunedEntry = row["entry"]
+    score = "" if e.best_value is None else f"{METRIC_INFO[e.objective][0]} " + _number(
+        e.best_value * (100.0 if METRIC_INFO[e.objective][2] else 1.0))
+    chosen = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in e.chosen.items())
+    return [row["label"], str(e.trials), str(e.complete), score, chosen or "its own settings (no trial completed)"]
+
+
+def _tuning_lines(rows: list[dict[str, Any]], *, markdown: bool) -> list[str]:
+    """How the tuned rows of a section were chosen: one sentence per protocol, then (Markdown)
+    a table of their budgets, validation scores and chosen hyperparameters."""
+    sentences = list(dict.fromkeys(r["entry"].protocol() for r in rows))
+    out = [" ".join(sentences)]
+    if markdown:
+        out += ["", "| " + " | ".join(TUNING_HEADERS) + " |", "|" + "---|" * len(TUNING_HEADERS)]
+        out += ["| " + " | ".join(c.replace("|", "/") for c in _tuning_cells(r)) + " |" for r in rows]
+        out.append("")
+    return out
 
 
 def _figure_maker(folder: Path) -> Callable[..., PlotFile]:
@@ -408,6 +444,8 @@ def render_markdown(c: ReportContent) -> str:
         if sec.setting:
             out += [f"Setting: {sec.setting} (section `{sec.section_id}`)", ""]
         out += [to_markdown(sec.table, sec.metrics), ""]
+        if sec.tuned:
+            out += _tuning_lines(sec.tuned, markdown=True)
         if sec.targets:
             out += ["Reproduction targets (measured minus target in the Difference column):", "",
                     "| " + " | ".join(TARGET_HEADERS) + " |", "|" + "---|" * len(TARGET_HEADERS)]
@@ -519,6 +557,14 @@ def render_html(c: ReportContent) -> str:
         if sec.setting:
             parts.append(f'<p class="note">Setting: {_e(sec.setting)} (section <code>{_e(sec.section_id)}</code>)</p>')
         parts.append(_html_table(sec.table, sec.metrics))
+        if sec.tuned:
+            lines = _tuning_lines(sec.tuned, markdown=False)
+            parts.append(f'<p class="note">{_e(lines[0])}</p>')
+            head = "".join(f'<th scope="col">{_e(h)}</th>' for h in TUNING_HEADERS)
+            body = "".join("<tr>" + "".join(f"<td>{_e(x)}</td>" for x in _tuning_cells(t)) + "</tr>"
+                           for t in sec.tuned)
+            parts.append(f'<div class="scroll"><table class="tuned"><thead><tr>{head}</tr></thead>'
+                         f"<tbody>{body}</tbody></table></div>")
         if sec.targets:
             head = "".join(f'<th scope="col">{_e(h)}</th>' for h in TARGET_HEADERS)
             body = "".join("<tr>" + "".join(f"<td>{_e(x)}</td>" for x in _target_cells(t)) + "</tr>"

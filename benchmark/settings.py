@@ -1,6 +1,7 @@
 """The keys of an experiment file outside its scenario and strategy entries: the top level,
-``train`` and ``model``, each with its type, allowed values, default and meaning. One table:
-:mod:`benchmark.config` takes its key lists and defaults from it and ``clbench list`` prints it.
+``train``, ``model`` and ``tune``, each with its type, allowed values, default and meaning. One
+table: :mod:`benchmark.config` and :mod:`benchmark.tune_config` take their key lists and
+defaults from it and ``clbench list`` prints it.
 """
 
 from __future__ import annotations
@@ -10,16 +11,19 @@ from typing import Any
 
 from benchmark.evaluation import HEADS
 from benchmark.models import BACKBONES, INITS
+from benchmark.metric_names import METRICS
 from benchmark.spec_keys import NOT_IN_RUN_ID
 
 MAX_SEED = 2**32 - 1  # what every generator of a run (Python, NumPy, torch) accepts
 MAX_NAME_BYTES = 200  # a folder name: filesystems allow 255 bytes
 DEVICES = ("auto", "cpu", "cuda")
+SAMPLERS = ("tpe", "random", "grid")  # Optuna's TPESampler, RandomSampler, and a seeded grid (benchmark.tune)
+REPORT_ON = ("remaining", "all")
 
 
 @dataclass(frozen=True)
 class Setting:
-    """One key of an experiment file: ``section`` is "" (top level), "train" or "model"."""
+    """One key of an experiment file: ``section`` is "" (top level), "train", "model" or "tune"."""
 
     section: str
     name: str
@@ -52,6 +56,12 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("", "targets", "list of {scenario, strategy, [hparams], metric, value, source}", [],
             "published figures to reproduce; the report shows each beside the measured value "
             "(value in the report's units: % for accuracies)"),
+    Setting("", "tune", "mapping of the tune.* keys", None,
+            "how `clbench tune` chooses hyperparameters (Chaudhry et al. 2019: on the first tasks, never on "
+            "test sets); `clbench run` checks it and does not use it", "none"),
+    Setting("", "tuned", "mapping written by `clbench tune`", None,
+            "how the hyperparameters of this config were chosen (protocol, budget, study, validation scores); "
+            "the report marks those strategies", "none"),
     Setting("train", "batch_size", "integer >= 1", 10, "incoming examples per training iteration"),
     Setting("train", "epochs", "integer >= 1", 1, "passes over each task's training data (1: a single pass)"),
     Setting("train", "eval_batch_size", "integer >= 1", 1000, "examples per forward pass when evaluating"),
@@ -73,6 +83,25 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("model", "hidden", "non-empty list of integers >= 1", [100, 100], "hidden layer widths of the mlp"),
     Setting("model", "init", " | ".join(INITS), "torch",
             "initial weights: torch's defaults, xavier (GEM, MER) or kaiming (La-MAML)"),
+    Setting("tune", "first_tasks", "integer >= 1, below the stream's n_tasks", 3,
+            "the tasks the choice is made on: the first k of the stream"),
+    Setting("tune", "val_fraction", "number > 0 and < 1", 0.1,
+            "share of each of those tasks' training examples held out to score a trial (their test sets are "
+            "never loaded)"),
+    Setting("tune", "trials", "integer >= 1", 20, "trials per strategy entry, the same for every one (--trials)"),
+    Setting("tune", "objective", " | ".join(METRICS), "acc",
+            "what a trial is scored by, on the validation split (forgetting: lower is better)"),
+    Setting("tune", "sampler", " | ".join(SAMPLERS), "tpe",
+            "Optuna's TPE, random search, or a grid of the choice lists in a seeded order"),
+    Setting("tune", "seed", f"integer 0 .. {MAX_SEED}", 0, "seed of the sampler"),
+    Setting("tune", "seeds", f"list of distinct integers 0 .. {MAX_SEED}", None,
+            "run seeds of every trial, its score their mean", "the config's first seed"),
+    Setting("tune", "report_on", " | ".join(REPORT_ON), "remaining",
+            "what best.yaml trains and reports on: the tasks after the first ones (remaining) or all of them"),
+    Setting("tune", "spaces", "mapping strategy -> {hyperparameter: {uniform | log_uniform: [low, high]} | "
+            "{choice: [values]}}", {},
+            "the search space of each strategy; one without gets the float hyperparameters whose declared ranges "
+            "are finite, uniformly", "{}"),
 )
 
 
@@ -82,8 +111,9 @@ def keys(section: str) -> tuple[str, ...]:
 
 
 def defaults(section: str) -> dict[str, Any]:
-    """``{key: default}`` of the ``train`` or ``model`` section (fresh lists each call)."""
-    return {s.name: list(s.default) if isinstance(s.default, list) else s.default
+    """``{key: default}`` of the ``train``, ``model`` or ``tune`` section (fresh lists and
+    mappings each call)."""
+    return {s.name: type(s.default)(s.default) if isinstance(s.default, (list, dict)) else s.default
             for s in SETTINGS if s.section == section}
 
 

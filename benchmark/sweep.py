@@ -134,10 +134,10 @@ def run_sweep(experiment: Experiment, *, out: str | Path, jobs: int = 1, executo
     if plugin_files is None:
         plugin_files = [str(p) for p in strategies.REGISTRY.plugin_files()]
     if not in_process:
-        _refuse_strategies_of_this_process_only(experiment)
+        refuse_unportable_strategies(experiment)
     store = RunStore(out)
     store.root.mkdir(parents=True, exist_ok=True)
-    text = CONFIG_MARK + "\n" + yaml.safe_dump(_plain(experiment.source), sort_keys=False, allow_unicode=True)
+    text = CONFIG_MARK + "\n" + yaml.safe_dump(plain(experiment.source), sort_keys=False, allow_unicode=True)
     write_if_changed(store.root / "experiment.yaml", text)  # a finished sweep rerun writes nothing
     save_config(store.root, experiment)
     store.remove_stale_temps()
@@ -155,13 +155,7 @@ def run_sweep(experiment: Experiment, *, out: str | Path, jobs: int = 1, executo
     faults.reach("sweep-start")
 
     def on_result(record: dict[str, Any]) -> None:
-        try:
-            store.write(record)
-        except (TypeError, ValueError) as exc:  # a strategy's metrics that are not JSON
-            record = {k: record.get(k) for k in ("run_id", "strategy", "scenario", "seed", "config", "versions")}
-            record.update(status="failed", error=f"{type(exc).__name__}: the run's record cannot be stored as JSON "
-                                                 f"({exc})")
-            store.write(record)
+        record = store_record(store, record)
         locks.release(record["run_id"])
         faults.reach("after-record")
         (outcome.done if record["status"] == "done" else outcome.failed).append(record["run_id"])
@@ -201,7 +195,22 @@ def run_sweep(experiment: Experiment, *, out: str | Path, jobs: int = 1, executo
     return outcome
 
 
-def _refuse_strategies_of_this_process_only(experiment: Experiment) -> None:
+def store_record(store: RunStore, record: dict[str, Any]) -> dict[str, Any]:
+    """Write a run's record; a record that cannot be stored as JSON (a strategy's metrics of
+    its own that are not) is stored as a failed run saying why. Returns what was stored."""
+    try:
+        store.write(record)
+    except (TypeError, ValueError) as exc:
+        record = {k: record.get(k) for k in ("run_id", "strategy", "scenario", "seed", "config", "versions")}
+        record.update(status="failed", error=f"{type(exc).__name__}: the run's record cannot be stored as JSON "
+                                             f"({exc})")
+        store.write(record)
+    return record
+
+
+def refuse_unportable_strategies(experiment: Experiment) -> None:
+    """Refuse, in one line, a strategy registered by code in this process alone: worker
+    processes cannot register it."""
     for name in dict.fromkeys(name for name, _ in experiment.strategies):
         d = strategies.REGISTRY.get(name)
         if not d.portable:
@@ -224,7 +233,11 @@ def resolved_config(experiment: Experiment) -> dict[str, Any]:
     if experiment.targets:
         out["targets"] = [{"scenario": t.scenario, "strategy": t.strategy, **({"hparams": t.hparams} if t.hparams else {}),
                            "metric": t.metric, "value": t.value, "source": t.source} for t in experiment.targets]
-    return _plain(out)
+    if experiment.tune is not None:
+        out["tune"] = experiment.tune.to_yaml()
+    if experiment.tuned is not None:  # how the hyperparameters were chosen: the report marks those strategies
+        out["tuned"] = experiment.tuned
+    return plain(out)
 
 
 def save_config(root: str | Path, experiment: Experiment) -> Path:
@@ -309,9 +322,10 @@ def _progress_bar(total: int, initial: int, enabled: bool):
     return tqdm(total=total, initial=initial, unit="run", dynamic_ncols=True, file=sys.stderr)
 
 
-def _plain(obj: Any) -> Any:
+def plain(obj: Any) -> Any:
+    """``obj`` with tuples as lists and keys as strings: what ``yaml.safe_dump`` writes plainly."""
     if isinstance(obj, dict):
-        return {str(k): _plain(v) for k, v in obj.items()}
+        return {str(k): plain(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return [_plain(v) for v in obj]
+        return [plain(v) for v in obj]
     return obj

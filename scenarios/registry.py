@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
-from scenarios import sizes, streams
+from scenarios import selection, sizes, streams
 from scenarios.errors import ScenarioError
 from scenarios.params import Param, closest, resolve
 from scenarios.sources import OFFLINE_SOURCES, SOURCES, load_source
@@ -90,7 +90,9 @@ def _definitions() -> dict[str, StreamDef]:
         StreamDef("split-cifar100", streams.split, "split with CIFAR-100 as the default source (20 tasks)",
                   _split_params("cifar100", 20), check=streams.check_split, examples=sizes.split_examples),
     ]
-    return {d.name: d for d in defs}
+    # every stream can be cut to a range of its tasks and evaluated on a validation split
+    # (scenarios.selection); these come last, so that `clbench list` shows each stream's own first
+    return {d.name: replace(d, params=d.params + selection.PARAMS) for d in defs}
 
 
 def normalise(name: str) -> str:
@@ -120,6 +122,7 @@ def resolve_params(name: str, **params: Any) -> tuple[str, dict[str, Any]]:
         resolved = d.reconcile(resolved, params)
     if resolved["source"] != "npz" and resolved["path"] is not None:
         raise ScenarioError(f"{d.name}: 'path' is only for source npz, not '{resolved['source']}'")
+    selection.check(d.name, resolved)
     return d.name, resolved
 
 
@@ -168,8 +171,14 @@ def build(name: str, *, seed: int = 0, **params: Any) -> Stream:
     _, resolved = resolve_params(d.name, **params)
     data = load_source(resolved["source"], data_root=resolved["data_root"], path=resolved["path"],
                        download=resolved["download"])
-    tasks = d.builder(data, seed=seed, **resolved)
+    validation = resolved["val_fraction"] is not None
+    if validation:  # the test split never reaches the builder: no test example or label is in the stream
+        data = selection.without_test_split(data)
     task_labelled = bool(resolved.get("task_incremental") or resolved.get("task_labels"))
+    span = resolved["task_range"]
+    tasks = selection.select(d.builder(data, seed=seed, **resolved), task_range=span, task_labelled=task_labelled)
+    if validation:
+        tasks = selection.hold_out(tasks, fraction=resolved["val_fraction"], seed=seed, first=span[0] if span else 0)
     return Stream(
         name=d.name,
         params=resolved,

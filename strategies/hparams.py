@@ -95,6 +95,23 @@ class HParam:
             return f"{self.kind} {self.range.describe()}"
         return self.kind
 
+    def finite_range(self) -> tuple[float, float] | None:
+        """``(low, high)``, the closed interval of values a float hyperparameter's declared range
+        admits where both its ends are finite (an open end moved inside by one float step): what
+        a search space derived from the declarations searches. None for other types, for a range
+        open on one side, and for a rate bounded above only by :data:`MAX_RATE`, which caps what
+        is refused (rates that diverge at once), not the values worth trying."""
+        r = self.range
+        if self.type is not float or r is None:
+            return None
+        low = r.ge if r.ge is not None else (math.nextafter(r.gt, math.inf) if r.gt is not None else None)
+        high = r.le if r.le is not None else (math.nextafter(r.lt, -math.inf) if r.lt is not None else None)
+        if low is None or high is None or not (math.isfinite(low) and math.isfinite(high)) or low >= high:
+            return None
+        if (r.le if r.le is not None else r.lt) == MAX_RATE:
+            return None
+        return float(low), float(high)
+
     def check(self, value: Any, *, owner: str) -> Any:
         where = f"strategy '{owner}': hyperparameter '{self.name}'"
         t = self.type

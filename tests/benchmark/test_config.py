@@ -1,3 +1,6 @@
+import json
+from pathlib import Path
+
 import pytest
 
 from benchmark.config import ConfigError, RunSpec, apply_override, load_experiment, validate
@@ -160,3 +163,39 @@ def test_train_keys_added_later_default_to_their_settings_defaults():
 
     train = defaults("train")
     assert {k: train[k] for k in TRAIN_ADDED_LATER} == TRAIN_ADDED_LATER
+
+
+def test_stream_parameters_added_later_stay_out_of_run_ids_at_their_default():
+    def spec(**extra):
+        return validate({"name": "x", "scenarios": [{"name": "permuted-mnist", "source": "digits", "n_tasks": 3,
+                                                      "per_task": 10, **extra}],
+                         "strategies": ["naive"]}).specs()[0]
+
+    base = spec()
+    assert base.scenario_params["task_range"] is None and base.scenario_params["val_fraction"] is None
+    assert "task_range" not in base.identity()["scenario_params"]
+    assert spec(task_range=None, val_fraction=None).run_id == base.run_id
+    assert spec(task_range=[0, 3]).run_id != base.run_id  # the same tasks, said explicitly: another spec
+    assert len({base.run_id, spec(task_range=[1, 3]).run_id, spec(val_fraction=0.1).run_id}) == 3
+
+
+RESULTS = Path(__file__).resolve().parents[2] / "results"
+
+
+@pytest.mark.parametrize("folder", sorted(p.name for p in RESULTS.iterdir() if (p / "configs").is_dir()))
+def test_committed_results_keep_their_run_ids(folder):
+    """Every run folder of the committed results is named by the id its recorded spec gets
+    today, and every config kept with them gives the ids of recorded runs: settings added since
+    (stream parameters, hyperparameters, train settings) did not move any run."""
+    root = RESULTS / folder
+    recorded = set()
+    for path in sorted(root.glob("*/run.json")):
+        c = json.loads(path.read_text())["config"]
+        spec = RunSpec(c["scenario"], c["scenario_params"], c["strategy"], c["hparams"], c["seed"], c["train"],
+                       c["model"])
+        assert spec.run_id == path.parent.name
+        recorded.add(path.parent.name)
+    assert recorded
+    for config in sorted((root / "configs").glob("*.yaml")):
+        ids = {s.run_id for s in load_experiment(config, check_data=False).specs()}
+        assert ids <= recorded, (config.name, sorted(ids - recorded)[:3])

@@ -159,6 +159,20 @@ def test_labels_are_unique_even_when_values_print_alike():
     assert found == {"aaaaaaaa11": "naive (lr=1) [aaaaaa]", "bbbbbbbb22": "naive (lr=1) [bbbbbb]", "cccccccc33": "er"}
 
 
+def test_tuned_floats_are_labelled_with_four_digits_and_stay_unique():
+    def flat(hparams):
+        return groups.flatten({"hparams": hparams}, groups.ROW_PARTS)
+
+    found = groups.labels({"aaaaaaaa11": ("mer", flat({"lr": 0.03, "beta": 1.0})),
+                           "bbbbbbbb22": ("mer", flat({"lr": 0.012345678901, "beta": 1.0})),
+                           "cccccccc33": ("mer", flat({"lr": 0.012345111, "beta": 0.5}))}, groups.ROW_PARTS)
+    assert found == {"aaaaaaaa11": "mer (beta=1.0, lr=0.03)", "bbbbbbbb22": "mer (beta=1.0, lr=0.01235)",
+                     "cccccccc33": "mer (beta=0.5, lr=0.01235)"}
+    alike = groups.labels({"aaaaaaaa11": ("naive", flat({"lr": 0.012345678901})),
+                           "bbbbbbbb22": ("naive", flat({"lr": 0.012345111}))}, groups.ROW_PARTS)
+    assert alike == {"aaaaaaaa11": "naive (lr=0.01235) [aaaaaa]", "bbbbbbbb22": "naive (lr=0.01235) [bbbbbb]"}
+
+
 def test_significance_and_best_are_within_a_section():
     def rec(run_id, scenario_params, strategy, seed, acc):
         return {"run_id": run_id, "scenario": "s", "strategy": strategy, "seed": seed, "status": "done",

@@ -60,3 +60,44 @@ def test_the_single_pass_cifar100_config_runs_on_a_stand_in(tmp_path):
 @pytest.mark.slow
 def test_the_multi_pass_cifar100_config_runs_on_a_stand_in(tmp_path):
     _run("paper-cifar100-multipass.yaml", tmp_path)
+
+
+TUNE_CONFIGS = sorted((ROOT / "configs").glob("tune-*.yaml"))
+TUNED_CONFIGS = sorted((ROOT / "configs" / "tuned").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", TUNE_CONFIGS, ids=[p.stem for p in TUNE_CONFIGS])
+def test_every_tune_config_loads_with_an_equal_budget_on_the_first_three_tasks(path):
+    from benchmark.config import load_experiment
+
+    exp = load_experiment(path, check_data=False)
+    assert exp.tune.first_tasks == 3 and exp.tune.trials == 20 and exp.tune.report_on == "remaining"
+    assert set(exp.tune.spaces) == {name for name, _ in exp.strategies}
+    assert not any(space.derived for space in exp.tune.spaces.values())
+
+
+@pytest.mark.parametrize("path", TUNED_CONFIGS, ids=[p.stem for p in TUNED_CONFIGS])
+def test_every_tuned_config_loads_and_says_how_its_settings_were_chosen(path):
+    """The shipped best configs hold the chosen settings their tuned: block records, on the
+    tasks after those of the choice; the defaults beside them run on the same tasks."""
+    import yaml
+
+    from benchmark.config import load_experiment
+    from benchmark.tune_config import tuned_entries
+
+    exp = load_experiment(path, check_data=False)
+    [(scenario, params)] = exp.scenarios
+    assert params["task_range"] == [3, 20] and exp.seeds == (0, 1, 2, 3, 4)
+    entries, problems = tuned_entries(yaml.safe_load(path.read_text()))
+    assert not problems
+    if path.stem.startswith("defaults-"):
+        assert not entries and exp.tuned is None
+        tuned = load_experiment(path.with_name(path.name.removeprefix("defaults-")), check_data=False)
+        assert [name for name, _ in exp.strategies] == [name for name, _ in tuned.strategies]
+        assert exp.scenarios == tuned.scenarios and exp.train == tuned.train and exp.model == tuned.model
+        return
+    assert [e.strategy for e in entries] == [name for name, _ in exp.strategies]
+    for (name, hparams), entry in zip(exp.strategies, entries):
+        assert entry.scenario == scenario and entry.task_range == params["task_range"]
+        assert entry.trials == entry.complete == 20 and entry.best_value is not None
+        assert all(hparams[k] == v for k, v in entry.chosen.items())
