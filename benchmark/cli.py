@@ -47,6 +47,12 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--no-progress", action="store_true", help="no progress bar")
     r.add_argument("--checkpoint-every-task", action="store_true",
                    help="save each run's state after every task in its folder, so a killed run resumes there")
+    r.add_argument("--log", dest="trackers", action="append", default=[], choices=("tensorboard", "mlflow", "wandb"),
+                   help="log each run done now to an experiment tracker (repeatable; each an optional extra: "
+                        "pip install 'clbench[TRACKER]'): config, accuracy after every task, final metrics, "
+                        "continual-evaluation curves. tensorboard: OUT/<run_id>/tensorboard/; mlflow: "
+                        "sqlite:///OUT/mlflow.db or --log-uri; wandb: offline, OUT/wandb/")
+    r.add_argument("--log-uri", metavar="URI", help="MLflow tracking URI (default sqlite:///OUT/mlflow.db)")
     r.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
     t = sub.add_parser("tune", help="choose hyperparameters on the first tasks of a stream, never on test sets",
                        description="Choose each strategy's hyperparameters as Chaudhry et al. (2019) propose: trials "
@@ -203,16 +209,23 @@ def _run(args) -> int:
     from benchmark.sweep import run_sweep
     from benchmark.tables import summary_table
 
+    _check_trackers(args)
     _check_execution(args)
     _load_plugins(args.plugins)
     exp = load_experiment(args.config, overrides=args.overrides)
     out = Path(args.out) if args.out is not None else Path("results") / _safe_folder(exp.name)
     _refuse_foreign_files(out)
     _make_out_folder(out)
+    trackers = None
+    if args.trackers:
+        from benchmark.trackers import Trackers
+
+        trackers = Trackers(args.trackers, out=out, experiment=exp.name, uri=args.log_uri)
     outcome = run_sweep(exp, out=out, jobs=args.jobs, executor=args.executor, address=args.address,
                         plugin_files=[str(Path(f).resolve()) for f in args.plugins],
                         show_progress=False if args.no_progress else None,
-                        checkpoint_every_task=args.checkpoint_every_task, in_process=args.in_process)
+                        checkpoint_every_task=args.checkpoint_every_task, in_process=args.in_process,
+                        trackers=trackers)
     from benchmark.store import RunStore
 
     records = [r for r in RunStore(out).records() if r.get("run_id") in {s.run_id for s in exp.specs()}]
@@ -226,6 +239,21 @@ def _run(args) -> int:
             print(f"failed: {r['run_id']}: {(r.get('error') or '').splitlines()[0]}", file=sys.stderr)
     still_failed = any(r.get("status") != "done" for r in records) or len(records) < outcome.total
     return EXIT_RUNS_FAILED if still_failed else EXIT_OK
+
+
+def _check_trackers(args) -> None:
+    """``--log`` and ``--log-uri``, checked before anything runs: a tracker whose package is not
+    installed is bad input (like ``clbench tune`` without Optuna)."""
+    from benchmark.trackers import MissingTool, check_installed
+
+    if args.log_uri is not None and "mlflow" not in args.trackers:
+        raise UsageError("--log-uri is the MLflow tracking URI; it goes with --log mlflow")
+    if args.log_uri is not None and (not args.log_uri.strip() or not args.log_uri.isprintable()):
+        raise UsageError(f"--log-uri {args.log_uri!r} is not a URI; give e.g. http://HOST:5000 or sqlite:///FILE.db")
+    try:
+        check_installed(args.trackers)
+    except MissingTool as exc:
+        raise UsageError(str(exc)) from None
 
 
 def _tune(args) -> int:

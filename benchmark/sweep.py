@@ -38,6 +38,7 @@ from benchmark.store import (
     write_atomic,
     write_if_changed,
 )
+from benchmark.trackers import Trackers
 
 
 @dataclass
@@ -119,7 +120,8 @@ def _stamp(path: Path) -> int | None:
 
 def run_sweep(experiment: Experiment, *, out: str | Path, jobs: int = 1, executor: str = "local",
               address: str | None = None, plugin_files: Sequence[str] | None = None, show_progress: bool | None = None,
-              checkpoint_every_task: bool = False, in_process: bool = False) -> SweepOutcome:
+              checkpoint_every_task: bool = False, in_process: bool = False,
+              trackers: Trackers | None = None) -> SweepOutcome:
     """Run every spec of ``experiment`` whose record in ``out`` is not ``done``. With
     ``checkpoint_every_task``, each run gets its folder in the store as ``checkpoint_dir``.
     Runs execute in child processes (:func:`benchmark.executors.run_local`), or with
@@ -130,7 +132,11 @@ def run_sweep(experiment: Experiment, *, out: str | Path, jobs: int = 1, executo
 
     The config is kept twice: ``out/experiment.yaml`` (as given, overrides applied; the last
     invocation's, as always) and ``out/configs/<name>.yaml`` (resolved, every default filled
-    in; one file per distinct config, never overwritten: see :func:`save_config`)."""
+    in; one file per distinct config, never overwritten: see :func:`save_config`).
+
+    ``trackers`` (:class:`benchmark.trackers.Trackers`) log each run done now, here in the
+    driver, right after its record is stored; a tracker that fails is off with one line, and
+    never changes the sweep."""
     if plugin_files is None:
         plugin_files = [str(p) for p in strategies.REGISTRY.plugin_files()]
     if not in_process:
@@ -158,6 +164,8 @@ def run_sweep(experiment: Experiment, *, out: str | Path, jobs: int = 1, executo
         record = store_record(store, record)
         locks.release(record["run_id"])
         faults.reach("after-record")
+        if trackers is not None:
+            trackers.log_run(record)
         (outcome.done if record["status"] == "done" else outcome.failed).append(record["run_id"])
         if bar is not None:
             bar.update(1)
@@ -188,6 +196,8 @@ def run_sweep(experiment: Experiment, *, out: str | Path, jobs: int = 1, executo
         raise
     finally:
         locks.release_all()
+        if trackers is not None:
+            trackers.close()
         if bar is not None:
             bar.close()
         if summary:
