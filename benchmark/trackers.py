@@ -227,13 +227,16 @@ class MissingTool(Exception):
 
 def check_installed(tools: Iterable[str]) -> None:
     """Raise :class:`MissingTool` (one line naming the extra) for the first tool not installed."""
-    import importlib.util
+    import importlib
 
     for tool in tools:
         if tool not in TOOLS:
             raise MissingTool(f"--log {tool!r}: not a tracker; one of {', '.join(TOOLS)}")
-        if importlib.util.find_spec(_NEEDS[tool]) is None:
-            raise MissingTool(f"--log {tool} needs {_NEEDS[tool]}: pip install 'clbench[{tool}]'")
+        try:
+            importlib.import_module(_NEEDS[tool])
+        except ImportError as exc:
+            raise MissingTool(f"--log {tool} needs {_NEEDS[tool]}, which cannot be imported ({exc}): "
+                              f"pip install 'clbench[{tool}]'") from None
 
 
 class Trackers:

@@ -186,3 +186,22 @@ def test_an_unreachable_mlflow_server_is_one_line_and_changes_nothing(config, tm
     assert len(records) == 2 and all(r["status"] == "done" for r in records.values())
     summary = (out / "summary.csv").read_text()
     assert all(run_id in summary for run_id in records)
+
+
+def test_a_tracker_that_cannot_be_imported_is_bad_input_and_nothing_runs(config, tmp_path):
+    """``sys.modules[name] = None`` is Python's own way to make ``import name`` fail: the
+    package stands for one that is not installed."""
+    import os
+    import subprocess
+    import sys
+
+    out = tmp_path / "out"
+    code = ("import sys; sys.modules['wandb'] = None; from benchmark.cli import main; "
+            f"sys.exit(main(['run', {str(config)!r}, '--out', {str(out)!r}, '--log', 'wandb']))")
+    root = Path(__file__).resolve().parents[2]
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=root,
+                          env={**os.environ, "PYTHONPATH": str(root)})
+    assert done.returncode == 2, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "--log wandb needs wandb" in lines[0] and "clbench[wandb]" in lines[0]
+    assert not out.exists()
