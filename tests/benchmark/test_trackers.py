@@ -205,3 +205,30 @@ def test_a_tracker_that_cannot_be_imported_is_bad_input_and_nothing_runs(config,
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and "--log wandb needs wandb" in lines[0] and "clbench[wandb]" in lines[0]
     assert not out.exists()
+
+
+def test_a_tracker_failing_on_one_run_is_off_and_the_others_go_on(config, tmp_path, capfd):
+    """TensorBoard cannot write the first run's events (a file stands where its folder goes):
+    one line, no TensorBoard events for the runs after it, MLflow still logs every run."""
+    pytest.importorskip("tensorboard")
+    pytest.importorskip("mlflow")
+    from mlflow.tracking import MlflowClient
+
+    from benchmark.config import load_experiment
+
+    out = tmp_path / "out"
+    specs = load_experiment(str(config)).specs()
+    first = out / specs[0].run_id
+    first.mkdir(parents=True)
+    (first / "tensorboard").write_text("in the way")
+    code = main(["run", str(config), "--out", str(out), "--no-progress", "--log", "tensorboard", "--log", "mlflow"])
+    err = capfd.readouterr().err
+    assert code == 0, err
+    lines = [line for line in err.splitlines() if "tracker" in line]
+    assert len(lines) == 1 and lines[0].startswith("clbench: tracker tensorboard off"), err
+    records = _records(out)
+    assert len(records) == 2 and all(r["status"] == "done" for r in records.values())
+    assert not list(out.glob("*/tensorboard/events.*"))
+    client = MlflowClient(tracking_uri=f"sqlite:///{out.resolve() / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name(TINY["name"]).experiment_id])
+    assert sorted(r.info.run_name for r in runs) == sorted(records)
