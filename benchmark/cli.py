@@ -234,6 +234,8 @@ def _run(args) -> int:
     elsewhere = f", {len(outcome.elsewhere)} by another clbench run" if outcome.elsewhere else ""
     print(f"\n{outcome.total} runs: {outcome.skipped} already done, {len(outcome.done)} done now, "
           f"{len(outcome.failed)} failed{elsewhere}. Results: {out}/ (summary.csv, <run_id>/run.json)")
+    if trackers is not None:
+        print(trackers.summary())
     for r in records:
         if r.get("status") == "failed":
             print(f"failed: {r['run_id']}: {(r.get('error') or '').splitlines()[0]}", file=sys.stderr)

@@ -153,7 +153,15 @@ class MlflowTracker:
         self.uri = uri or default_mlflow_uri(out)
         self.client = MlflowClient(tracking_uri=self.uri)
         found = self.client.get_experiment_by_name(experiment)
-        self.experiment_id = found.experiment_id if found else self.client.create_experiment(experiment)
+        if found is None:
+            try:
+                self.experiment_id = self.client.create_experiment(experiment)
+                return
+            except Exception:  # another clbench run on the folder created it meanwhile
+                found = self.client.get_experiment_by_name(experiment)
+                if found is None:
+                    raise
+        self.experiment_id = found.experiment_id
 
     def log_run(self, record: dict[str, Any]) -> None:
         from mlflow.entities import Metric, Param
@@ -250,6 +258,7 @@ class Trackers:
         self.say = say or (lambda text: print(text, file=sys.stderr, flush=True))
         self.open: dict[str, Tracker] | None = None
         self.off: dict[str, str] = {}
+        self.logged: dict[str, int] = {tool: 0 for tool in self.tools}
 
     def _open(self) -> dict[str, Tracker]:
         if self.open is None:
@@ -288,11 +297,26 @@ class Trackers:
         for tool in list(trackers):
             try:
                 trackers[tool].log_run(record)
+                self.logged[tool] += 1
             except BaseException as exc:  # noqa: BLE001
                 if isinstance(exc, KeyboardInterrupt):
                     raise
                 del trackers[tool]
                 self._fail(tool, exc)
+
+    def where(self, tool: str) -> str:
+        """Where ``tool`` logs, in words."""
+        if tool == "tensorboard":
+            return f"{self.out}/<run_id>/tensorboard/"
+        if tool == "mlflow":
+            return self.uri or default_mlflow_uri(self.out)
+        return f"{self.out}/wandb/ (offline)"
+
+    def summary(self) -> str:
+        """One line: how many runs each tracker logged, and where."""
+        return "Logged: " + "; ".join(
+            f"{tool}: {self.logged[tool]} runs to {self.where(tool)}" + (" (then off)" if tool in self.off else "")
+            for tool in self.tools)
 
     def close(self) -> None:
         for tool, tracker in list((self.open or {}).items()):

@@ -37,9 +37,16 @@ def logged(config, tmp_path_factory):
     pytest.importorskip("mlflow")
     pytest.importorskip("wandb")
     out = tmp_path_factory.mktemp("logged") / "out"
-    code = main(["run", str(config), "--out", str(out), "--no-progress",
-                 "--log", "tensorboard", "--log", "mlflow", "--log", "wandb"])
-    assert code == 0
+    import contextlib
+    import io
+
+    printed, errors = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(printed), contextlib.redirect_stderr(errors):
+        code = main(["run", str(config), "--out", str(out), "--no-progress",
+                     "--log", "tensorboard", "--log", "mlflow", "--log", "wandb"])
+    assert code == 0 and "tracker" not in errors.getvalue(), errors.getvalue()
+    assert (f"Logged: tensorboard: 2 runs to {out}/<run_id>/tensorboard/; mlflow: 2 runs to "
+            f"sqlite:///{out.resolve()}/mlflow.db; wandb: 2 runs to {out}/wandb/ (offline)") in printed.getvalue()
     records = _records(out)
     assert len(records) == 2 and all(r["status"] == "done" and r["curves"]["iterations"] for r in records.values())
     return out, records
@@ -161,12 +168,13 @@ def test_wandb_offline_runs_hold_config_and_histories(logged):
     assert seen == set(records)
 
 
-def test_a_finished_sweep_rerun_logs_nothing_again(logged, config):
+def test_a_finished_sweep_rerun_logs_nothing_again(logged, config, capfd):
     from mlflow.tracking import MlflowClient
 
     out, records = logged
     before = {p: p.stat().st_size for p in (out / "wandb").glob("offline-run-*/run-*.wandb")}
     assert main(["run", str(config), "--out", str(out), "--no-progress", "--log", "mlflow", "--log", "wandb"]) == 0
+    assert "Logged: mlflow: 0 runs to " in capfd.readouterr().out
     client = MlflowClient(tracking_uri=f"sqlite:///{out.resolve() / 'mlflow.db'}")
     exp = client.get_experiment_by_name(TINY["name"])
     assert len(client.search_runs([exp.experiment_id])) == len(records)
