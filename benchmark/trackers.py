@@ -178,7 +178,10 @@ class MlflowTracker:
             for i in range(0, len(metrics), 1000):
                 self.client.log_batch(rid, metrics=metrics[i:i + 1000])
         except BaseException:
-            self.client.set_terminated(rid, status="FAILED")
+            try:
+                self.client.set_terminated(rid, status="FAILED")
+            except Exception:  # noqa: BLE001 (the first error is the one to tell)
+                pass
             raise
         self.client.set_terminated(rid)
 
@@ -191,7 +194,7 @@ def default_mlflow_uri(out: Path) -> str:
 
 
 class WandbTracker:
-    """One offline W&B run per clbench run (name and id = run_id) under ``<out>/wandb/``;
+    """One offline W&B run per clbench run (its name = run_id) under ``<out>/wandb/``;
     the flat config as its config; ``acc/*`` and ``metrics/*`` against the step metric
     ``task``, ``curve/*`` against ``iteration``; the final metrics also in the run's summary."""
 
@@ -205,8 +208,6 @@ class WandbTracker:
     def log_run(self, record: dict[str, Any]) -> None:
         import wandb
 
-        folder = self.out / "wandb"
-        folder.mkdir(parents=True, exist_ok=True)
         run = wandb.init(mode="offline", dir=str(self.out), project=self.project, name=record["run_id"],
                          config=flat_config(record), reinit="create_new",
                          settings=wandb.Settings(silent=True, console="off", x_disable_stats=True))
