@@ -330,7 +330,9 @@ def _list(args) -> int:
         d = scenarios.definition(name)
         print(f"  {name}: {d.description}")
         for p in d.params:
-            print(f"      {p.name} = {p.default!r}  ({p.kind}{', one of ' + ', '.join(p.choices) if p.choices else ''}): {p.help}")
+            allowed = f"{', one of ' + ', '.join(p.choices) if p.choices else ''}" \
+                f"{', ' + p.bounds.describe() if p.bounds is not None else ''}{', or null' if p.optional else ''}"
+            print(f"      {p.name} = {p.default!r}  ({p.kind}{allowed}){': ' + p.help if p.help else ''}")
     return EXIT_OK
 
 
