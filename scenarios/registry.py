@@ -13,6 +13,7 @@ import random
 import sys
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -38,6 +39,14 @@ class PluginStream:
     origin: str
     backbone: str | None = None
     task_labels: bool | None = None
+    file: str | None = None  # the file the builder is defined in (None: not known)
+
+    def portable(self, plugin_files: Iterable[str]) -> bool:
+        """Whether worker processes can register it too: it comes from an entry point or from
+        one of ``plugin_files`` (the files the workers load), not from code in this process."""
+        if self.origin.startswith("entry point"):
+            return True
+        return self.file is not None and any(Path(f).resolve() == Path(self.file).resolve() for f in plugin_files)
 
 
 @dataclass(frozen=True)
@@ -146,13 +155,17 @@ def register(name: str, *, description: str | None = None, backbone: str | None 
         if not callable(builder):
             raise ScenarioError(f"scenario '{key}': what is registered must be a function, got {type(builder).__name__}")
         where = origin or _origin(builder)
+        try:
+            file = inspect.getsourcefile(builder)
+        except TypeError:
+            file = None
         if key in _definitions():
             by = _PLUGINS[key].plugin.origin if key in _PLUGINS else "clbench"
             raise ScenarioError(f"scenario name '{key}' is already registered (by {by})")
         paragraph = (builder.__doc__ or "").strip().split("\n\n")[0]
         doc = description or " ".join(line.strip() for line in paragraph.splitlines()) or f"plugin stream ({where})"
         _PLUGINS[key] = StreamDef(key, builder, doc, declared(builder, owner=key),
-                                  plugin=PluginStream(builder, where, backbone, task_labels))
+                                  plugin=PluginStream(builder, where, backbone, task_labels, file))
         return builder
 
     return decorate

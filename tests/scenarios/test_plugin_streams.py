@@ -230,3 +230,42 @@ def test_colour_images_get_the_cnn_and_builds_are_deterministic_per_seed():
     assert a.params == {"n": 20} and scenarios.available()["colour"] == {"n": 20}
     xa, xb, xc = (s.benchmark.train_stream[1].dataset[3][0] for s in (a, b, c))
     assert torch.equal(xa, xb) and not torch.equal(xa, xc)
+
+
+def test_a_stream_registered_by_code_here_runs_in_process_or_is_refused_in_one_line(tmp_path):
+    """Workers load plugin files and entry points; a stream registered by code in this process
+    alone cannot reach them: run_sweep refuses it before anything runs, and in_process runs it."""
+    from benchmark.config import load_experiment
+    from benchmark.sweep import run_sweep
+
+    scenarios.register("pairs-here")(lambda *, seed: _split_mnist_like(task_labels=False))
+    exp = load_experiment(_config(tmp_path, {"name": "pairs-here"}, [{"name": "naive"}]))
+    with pytest.raises(scenarios.ScenarioError, match=r"^scenario 'pairs-here' is registered by plugin .*"
+                                                      r"test_plugin_streams\.py, in this process only"):
+        run_sweep(exp, out=tmp_path / "refused", show_progress=False)
+    assert not (tmp_path / "refused").exists()
+    outcome = run_sweep(exp, out=tmp_path / "here", show_progress=False, in_process=True)
+    assert outcome.ok and len(outcome.done) == 1
+
+
+def test_an_installed_entry_point_registers_its_stream_and_a_broken_one_is_named(tmp_path, monkeypatch):
+    site = tmp_path / "site"
+    dist = site / "fakestreams-0.1.dist-info"
+    dist.mkdir(parents=True)
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: fakestreams\nVersion: 0.1\n")
+    (dist / "entry_points.txt").write_text(
+        "[clbench.scenarios]\nfake-pairs = fakestreams:pairs\nbroken = fakestreams_broken\n")
+    (site / "fakestreams.py").write_text(
+        "from tests.scenarios.test_plugin_streams import _split_mnist_like\n"
+        "def pairs(*, seed: int, task_labels: bool = True):\n    return _split_mnist_like(task_labels=task_labels)\n")
+    (site / "fakestreams_broken.py").write_text("raise ImportError('missing dependency')\n")
+    monkeypatch.syspath_prepend(str(site))
+    from scenarios import registry
+
+    registry.restore()  # entry points not loaded yet
+    stream = scenarios.build("fake-pairs", seed=0)
+    assert stream.task_labels is True and stream.n_tasks == 5
+    assert registry.definition("fake-pairs").plugin.origin == "entry point fakestreams:pairs"
+    with pytest.raises(scenarios.ScenarioError, match=r"unknown scenario 'nope'.*\(plugins that failed to load: "
+                                                      r"broken: ImportError: missing dependency\)"):
+        scenarios.build("nope")
