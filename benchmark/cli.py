@@ -183,36 +183,62 @@ def _load_plugins(files):
 
 def _check_execution(args) -> None:
     """The options of ``run`` and ``tune`` that say where runs execute, checked together."""
-    if args.jobs < 1:
-        raise UsageError(f"--jobs must be >= 1, got {args.jobs}")
-    if args.executor != "ray" and args.address:
+    check_execution(jobs=args.jobs, executor=args.executor, address=args.address, in_process=args.in_process,
+                    out=args.out)
+
+
+def check_execution(*, jobs: int, executor: str, address: str | None, in_process: bool, out: str | None) -> None:
+    """Where runs execute (``--jobs``, ``--executor``, ``--address``, ``--in-process``, ``--out``),
+    checked together: a UsageError of one line; then the local workers' fork server is started."""
+    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
+        raise UsageError(f"--jobs must be >= 1, got {jobs}")
+    if executor not in ("local", "ray"):
+        raise UsageError(f"--executor must be local or ray, got {executor!r}")
+    if executor != "ray" and address:
         raise UsageError("--address is only for --executor ray")
-    if args.in_process and (args.jobs != 1 or args.executor != "local"):
+    if in_process and (jobs != 1 or executor != "local"):
         raise UsageError("--in-process runs one run at a time in this process; it cannot go with --jobs "
-                         f"{args.jobs} or --executor {args.executor}")
-    if args.out is not None and (not args.out.strip() or "\0" in args.out):
-        raise UsageError(f"--out {args.out!r} is not a folder name; give a path like results/mysweep")
-    if not args.in_process and args.executor == "local":
+                         f"{jobs} or --executor {executor}")
+    if out is not None and (not str(out).strip() or "\0" in str(out)):
+        raise UsageError(f"--out {str(out)!r} is not a folder name; give a path like results/mysweep")
+    if not in_process and executor == "local":
         from benchmark.executors import start_fork_server
 
         start_fork_server()  # the workers' imports overlap with reading and checking the config
 
 
-def _run(args) -> int:
-    from benchmark.config import load_experiment
+def sweep(config, *, out=None, jobs: int = 1, executor: str = "local", address: str | None = None,
+          overrides=(), plugins=(), show_progress: bool | None = None, checkpoint_every_task: bool = False,
+          in_process: bool = False):
+    """What ``clbench run`` does before it prints: check the options, load the plugin files,
+    read and validate the config (a YAML path, or a dict), refuse foreign files in the output
+    folder, run the sweep. Returns (experiment, output folder, outcome); bad input raises the
+    one-line error the command prints. :func:`benchmark.run` calls it too."""
+    from benchmark.config import experiment_from_mapping, load_experiment
     from benchmark.sweep import run_sweep
-    from benchmark.tables import summary_table
 
-    _check_execution(args)
-    _load_plugins(args.plugins)
-    exp = load_experiment(args.config, overrides=args.overrides)
-    out = Path(args.out) if args.out is not None else Path("results") / _safe_folder(exp.name)
+    check_execution(jobs=jobs, executor=executor, address=address, in_process=in_process, out=out)
+    _load_plugins(plugins)
+    if isinstance(config, dict):
+        exp = experiment_from_mapping(config, where="config", overrides=list(overrides))
+    else:
+        exp = load_experiment(config, overrides=list(overrides))
+    out = Path(out) if out is not None else Path("results") / _safe_folder(exp.name)
     _refuse_foreign_files(out)
     _make_out_folder(out)
-    outcome = run_sweep(exp, out=out, jobs=args.jobs, executor=args.executor, address=args.address,
-                        plugin_files=[str(Path(f).resolve()) for f in args.plugins],
-                        show_progress=False if args.no_progress else None,
-                        checkpoint_every_task=args.checkpoint_every_task, in_process=args.in_process)
+    outcome = run_sweep(exp, out=out, jobs=jobs, executor=executor, address=address,
+                        plugin_files=[str(Path(f).resolve()) for f in plugins], show_progress=show_progress,
+                        checkpoint_every_task=checkpoint_every_task, in_process=in_process)
+    return exp, out, outcome
+
+
+def _run(args) -> int:
+    from benchmark.tables import summary_table
+
+    exp, out, outcome = sweep(args.config, out=args.out, jobs=args.jobs, executor=args.executor,
+                              address=args.address, overrides=args.overrides, plugins=args.plugins,
+                              show_progress=False if args.no_progress else None,
+                              checkpoint_every_task=args.checkpoint_every_task, in_process=args.in_process)
     from benchmark.store import RunStore
 
     records = [r for r in RunStore(out).records() if r.get("run_id") in {s.run_id for s in exp.specs()}]
@@ -336,39 +362,50 @@ def _list(args) -> int:
     return EXIT_OK
 
 
-def _report(args) -> int:
+def results_of(folder, *, config: str | None = None, plugins=()):
+    """The run records of a results folder (``clbench report``'s reading of it): (store,
+    records, unreadable records, the configs selected or None), only the runs of ``config``
+    where one is named; a folder that is not one, or holds no record, is a one-line UsageError."""
     from benchmark import report
     from benchmark.store import RunStore
-    from benchmark.tables import summary_table
 
-    if not args.dir.strip() or "\0" in args.dir:
-        raise UsageError(f"report {args.dir!r}: not a folder name; give the --out folder of a sweep")
-    store = RunStore(args.dir)
+    folder = str(folder)
+    if not folder.strip() or "\0" in folder:
+        raise UsageError(f"report {folder!r}: not a folder name; give the --out folder of a sweep")
+    store = RunStore(folder)
     if not store.root.exists():
         raise UsageError(f"results folder not found: {store.root}")
     if not store.root.is_dir():
         raise UsageError(f"results folder {store.root} is a file; give the --out folder of a sweep")
-    if args.config is not None and (not args.config.strip() or not args.config.isprintable()):
-        raise UsageError(f"--config {args.config!r} is not a config name; give the name of a config of the folder")
+    if config is not None and (not isinstance(config, str) or not config.strip() or not config.isprintable()):
+        raise UsageError(f"--config {config!r} is not a config name; give the name of a config of the folder")
     records, bad = store.scan()
     if not records:
         unreadable = f" ({len(bad)} unreadable run.json)" if bad else ""
         raise UsageError(f"no run records in {store.root}{unreadable}; a results folder holds <run_id>/run.json "
                          "from `clbench run CONFIG --out FOLDER`")
-    out, configs = store.root, None
-    if args.config is not None:
+    configs = None
+    if config is not None:
         try:
-            configs = report.select_configs(store.root, args.config)
+            configs = report.select_configs(store.root, config)
         except report.ConfigNotFound as exc:
             raise UsageError(str(exc)) from None
-        _load_plugins(args.plugins)
+        _load_plugins(plugins)
         ids = report.config_run_ids(configs)
         records = [r for r in records if r.get("run_id") in ids]
         bad = [b for b in bad if b.run_id in ids]
         if not records:
-            raise UsageError(f"no run of the config {args.config!r} is recorded in {store.root} "
+            raise UsageError(f"no run of the config {config!r} is recorded in {store.root} "
                              f"({len(ids)} runs expected; `clbench run` it with --out {store.root})")
-        out = store.root / "reports" / report.slug(args.config)
+    return store, records, bad, configs
+
+
+def _report(args) -> int:
+    from benchmark import report
+    from benchmark.tables import summary_table
+
+    store, records, bad, configs = results_of(args.dir, config=args.config, plugins=args.plugins)
+    out = store.root if configs is None else store.root / "reports" / report.slug(args.config)
     _refuse_foreign_files(out)
     for b in bad:
         print(f"clbench: skipping unreadable {b.path}: {b.reason}", file=sys.stderr)
