@@ -43,7 +43,7 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value, e.g. train.batch_size=1 or strategies.er.mem_size=500")
     r.add_argument("--plugin", dest="plugins", action="append", default=[], metavar="FILE.py",
-                   help="a Python file that registers strategies")
+                   help="a Python file that registers strategies and/or streams")
     r.add_argument("--no-progress", action="store_true", help="no progress bar")
     r.add_argument("--checkpoint-every-task", action="store_true",
                    help="save each run's state after every task in its folder, so a killed run resumes there")
@@ -68,10 +68,11 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value, e.g. tune.trials=5 or strategies.mer.mem_size=500")
     t.add_argument("--plugin", dest="plugins", action="append", default=[], metavar="FILE.py",
-                   help="a Python file that registers strategies")
+                   help="a Python file that registers strategies and/or streams")
     t.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
     lst = sub.add_parser("list", help="registered strategies and scenarios with their parameters")
-    lst.add_argument("--plugin", dest="plugins", action="append", default=[], metavar="FILE.py")
+    lst.add_argument("--plugin", dest="plugins", action="append", default=[], metavar="FILE.py",
+                     help="a Python file that registers strategies and/or streams")
     lst.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
     rep = sub.add_parser("report", help="tables, plots and a forgetting report (md, html, csv, tex) of a results folder",
                          description="Tables, plots and a forgetting report of a results folder: DIR/report.md, "
@@ -85,7 +86,7 @@ def _parser() -> argparse.ArgumentParser:
                           "DIR/reports/NAME/ (report.md, report.html, summary.csv, tables/, plots/), so that the "
                           "folder's full report is left as it is")
     rep.add_argument("--plugin", dest="plugins", action="append", default=[], metavar="FILE.py",
-                     help="a Python file that registers strategies (needed with --config when the config uses them)")
+                     help="a Python file that registers strategies and/or streams (needed with --config when the config uses them)")
     rep.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
     cost = sub.add_parser("eval-cost", help="what continual evaluation (train.eval_every) cost the runs of a results folder",
                           description="Mean seconds per run of training, task-end evaluation and continual evaluation, "
