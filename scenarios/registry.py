@@ -319,27 +319,34 @@ def build(name: str, *, seed: int = 0, **params: Any) -> Stream:
 
 def _build_plugin(d: StreamDef, *, seed: int, resolved: dict[str, Any]) -> Stream:
     """Call a plugin stream's builder (the global generators seeded by ``seed`` first, so that a
-    builder drawing from them is deterministic too) and adapt what it returns."""
+    builder drawing from them is deterministic too, and put back afterwards) and adapt what it
+    returns (its experiences read while the generators are still seeded)."""
     assert d.plugin is not None
     owner = f"{d.name}' ({d.plugin.origin}"
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
     kwargs = {**resolved, **({"seed": seed} if takes_seed(d.plugin.builder) else {})}
+    saved = random.getstate(), np.random.get_state()
     try:
-        made = d.plugin.builder(**kwargs)
+        with torch.random.fork_rng(devices=[]):  # the caller's generators are left as they were
+            random.seed(seed)
+            np.random.seed(seed)
+            torch.manual_seed(seed)
+            made = d.plugin.builder(**kwargs)
+            if not isinstance(made, Stream) and adapter.is_avalanche_benchmark(made):
+                tasks = adapter.tasks_of(made, owner=d.name)
     except ScenarioError:
         raise
     except Exception as exc:  # noqa: BLE001 (whatever a plugin's builder raises, name the stream)
         text = str(exc).strip().splitlines()
         raise ScenarioError(f"scenario '{owner}): its builder failed: {type(exc).__name__}"
                             f"{': ' + text[0] if text else ''}") from None
+    finally:
+        random.setstate(saved[0])
+        np.random.set_state(saved[1])
     if isinstance(made, Stream):
         return replace(made, name=d.name, params=resolved)
     if not adapter.is_avalanche_benchmark(made):
         raise ScenarioError(f"scenario '{owner}): its builder returned {type(made).__name__}, not a stream "
                             "(a scenarios.Stream or an Avalanche benchmark such as nc_benchmark's)")
-    tasks = adapter.tasks_of(made, owner=d.name)
     info = adapter.describe(made, tasks)
     task_labelled = info.task_labels if d.plugin.task_labels is None else d.plugin.task_labels
     return Stream(name=d.name, params=resolved, benchmark=to_avalanche(tasks), input_shape=info.input_shape,

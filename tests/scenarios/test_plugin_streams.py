@@ -225,7 +225,11 @@ def test_colour_images_get_the_cnn_and_builds_are_deterministic_per_seed():
 
         return benchmark_from_datasets(train=[d(0), d(1)], test=[d(0), d(1)])
 
+    torch.manual_seed(7)
     a, b, c = (scenarios.build("colour", seed=s) for s in (1, 1, 2))
+    drawn = torch.rand(3)
+    torch.manual_seed(7)
+    assert torch.equal(drawn, torch.rand(3))  # building left the caller's generator as it was
     assert (a.input_shape, a.n_classes, a.task_labels, a.default_backbone) == ((3, 8, 8), 4, False, "cnn")
     assert a.params == {"n": 20} and scenarios.available()["colour"] == {"n": 20}
     xa, xb, xc = (s.benchmark.train_stream[1].dataset[3][0] for s in (a, b, c))
