@@ -43,7 +43,7 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value, e.g. train.batch_size=1 or strategies.er.mem_size=500")
     r.add_argument("--plugin", dest="plugins", action="append", default=[], metavar="FILE.py",
-                   help="a Python file that registers strategies")
+                   help="a Python file that registers strategies and/or streams")
     r.add_argument("--no-progress", action="store_true", help="no progress bar")
     r.add_argument("--checkpoint-every-task", action="store_true",
                    help="save each run's state after every task in its folder, so a killed run resumes there")
@@ -74,10 +74,11 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value, e.g. tune.trials=5 or strategies.mer.mem_size=500")
     t.add_argument("--plugin", dest="plugins", action="append", default=[], metavar="FILE.py",
-                   help="a Python file that registers strategies")
+                   help="a Python file that registers strategies and/or streams")
     t.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
     lst = sub.add_parser("list", help="registered strategies and scenarios with their parameters")
-    lst.add_argument("--plugin", dest="plugins", action="append", default=[], metavar="FILE.py")
+    lst.add_argument("--plugin", dest="plugins", action="append", default=[], metavar="FILE.py",
+                     help="a Python file that registers strategies and/or streams")
     lst.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
     rep = sub.add_parser("report", help="tables, plots and a forgetting report (md, html, csv, tex) of a results folder",
                          description="Tables, plots and a forgetting report of a results folder: DIR/report.md, "
@@ -91,7 +92,7 @@ def _parser() -> argparse.ArgumentParser:
                           "DIR/reports/NAME/ (report.md, report.html, summary.csv, tables/, plots/), so that the "
                           "folder's full report is left as it is")
     rep.add_argument("--plugin", dest="plugins", action="append", default=[], metavar="FILE.py",
-                     help="a Python file that registers strategies (needed with --config when the config uses them)")
+                     help="a Python file that registers strategies and/or streams (needed with --config when the config uses them)")
     rep.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
     cost = sub.add_parser("eval-cost", help="what continual evaluation (train.eval_every) cost the runs of a results folder",
                           description="Mean seconds per run of training, task-end evaluation and continual evaluation, "
@@ -189,43 +190,70 @@ def _load_plugins(files):
 
 def _check_execution(args) -> None:
     """The options of ``run`` and ``tune`` that say where runs execute, checked together."""
-    if args.jobs < 1:
-        raise UsageError(f"--jobs must be >= 1, got {args.jobs}")
-    if args.executor != "ray" and args.address:
+    check_execution(jobs=args.jobs, executor=args.executor, address=args.address, in_process=args.in_process,
+                    out=args.out)
+
+
+def check_execution(*, jobs: int, executor: str, address: str | None, in_process: bool, out: str | None) -> None:
+    """Where runs execute (``--jobs``, ``--executor``, ``--address``, ``--in-process``, ``--out``),
+    checked together: a UsageError of one line; then the local workers' fork server is started."""
+    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
+        raise UsageError(f"--jobs must be >= 1, got {jobs}")
+    if executor not in ("local", "ray"):
+        raise UsageError(f"--executor must be local or ray, got {executor!r}")
+    if executor != "ray" and address:
         raise UsageError("--address is only for --executor ray")
-    if args.in_process and (args.jobs != 1 or args.executor != "local"):
+    if in_process and (jobs != 1 or executor != "local"):
         raise UsageError("--in-process runs one run at a time in this process; it cannot go with --jobs "
-                         f"{args.jobs} or --executor {args.executor}")
-    if args.out is not None and (not args.out.strip() or "\0" in args.out):
-        raise UsageError(f"--out {args.out!r} is not a folder name; give a path like results/mysweep")
-    if not args.in_process and args.executor == "local":
+                         f"{jobs} or --executor {executor}")
+    if out is not None and (not str(out).strip() or "\0" in str(out)):
+        raise UsageError(f"--out {str(out)!r} is not a folder name; give a path like results/mysweep")
+    if not in_process and executor == "local":
         from benchmark.executors import start_fork_server
 
         start_fork_server()  # the workers' imports overlap with reading and checking the config
 
 
-def _run(args) -> int:
-    from benchmark.config import load_experiment
+def sweep(config, *, out=None, jobs: int = 1, executor: str = "local", address: str | None = None,
+          overrides=(), plugins=(), show_progress: bool | None = None, checkpoint_every_task: bool = False,
+          in_process: bool = False, trackers=(), log_uri: str | None = None):
+    """What ``clbench run`` does before it prints: check the options, load the plugin files,
+    read and validate the config (a YAML path, or a dict), refuse foreign files in the output
+    folder, run the sweep, logging each run to the ``trackers`` (``--log``). Returns (experiment,
+    output folder, outcome, the trackers or None); bad input raises the one-line error the command
+    prints. :func:`benchmark.run` calls it too."""
+    from benchmark.config import experiment_from_mapping, load_experiment
     from benchmark.sweep import run_sweep
-    from benchmark.tables import summary_table
 
-    _check_trackers(args)
-    _check_execution(args)
-    _load_plugins(args.plugins)
-    exp = load_experiment(args.config, overrides=args.overrides)
-    out = Path(args.out) if args.out is not None else Path("results") / _safe_folder(exp.name)
+    check_trackers(trackers, log_uri)
+    check_execution(jobs=jobs, executor=executor, address=address, in_process=in_process, out=out)
+    _load_plugins(plugins)
+    if isinstance(config, dict):
+        exp = experiment_from_mapping(config, where="config", overrides=list(overrides))
+    else:
+        exp = load_experiment(config, overrides=list(overrides))
+    out = Path(out) if out is not None else Path("results") / _safe_folder(exp.name)
     _refuse_foreign_files(out)
     _make_out_folder(out)
-    trackers = None
-    if args.trackers:
+    logging = None
+    if trackers:
         from benchmark.trackers import Trackers
 
-        trackers = Trackers(args.trackers, out=out, experiment=exp.name, uri=args.log_uri)
-    outcome = run_sweep(exp, out=out, jobs=args.jobs, executor=args.executor, address=args.address,
-                        plugin_files=[str(Path(f).resolve()) for f in args.plugins],
-                        show_progress=False if args.no_progress else None,
-                        checkpoint_every_task=args.checkpoint_every_task, in_process=args.in_process,
-                        trackers=trackers)
+        logging = Trackers(list(trackers), out=out, experiment=exp.name, uri=log_uri)
+    outcome = run_sweep(exp, out=out, jobs=jobs, executor=executor, address=address,
+                        plugin_files=[str(Path(f).resolve()) for f in plugins], show_progress=show_progress,
+                        checkpoint_every_task=checkpoint_every_task, in_process=in_process, trackers=logging)
+    return exp, out, outcome, logging
+
+
+def _run(args) -> int:
+    from benchmark.tables import summary_table
+
+    exp, out, outcome, trackers = sweep(
+        args.config, out=args.out, jobs=args.jobs, executor=args.executor, address=args.address,
+        overrides=args.overrides, plugins=args.plugins, show_progress=False if args.no_progress else None,
+        checkpoint_every_task=args.checkpoint_every_task, in_process=args.in_process, trackers=args.trackers,
+        log_uri=args.log_uri)
     from benchmark.store import RunStore
 
     records = [r for r in RunStore(out).records() if r.get("run_id") in {s.run_id for s in exp.specs()}]
@@ -243,17 +271,20 @@ def _run(args) -> int:
     return EXIT_RUNS_FAILED if still_failed else EXIT_OK
 
 
-def _check_trackers(args) -> None:
+def check_trackers(trackers, log_uri: str | None) -> None:
     """``--log`` and ``--log-uri``, checked before anything runs: a tracker whose package is not
     installed is bad input (like ``clbench tune`` without Optuna)."""
-    from benchmark.trackers import MissingTool, check_installed
+    from benchmark.trackers import TOOLS, MissingTool, check_installed
 
-    if args.log_uri is not None and "mlflow" not in args.trackers:
+    unknown = [t for t in trackers if t not in TOOLS]
+    if unknown:
+        raise UsageError(f"unknown tracker {unknown[0]!r}; allowed: {', '.join(TOOLS)}")
+    if log_uri is not None and "mlflow" not in trackers:
         raise UsageError("--log-uri is the MLflow tracking URI; it goes with --log mlflow")
-    if args.log_uri is not None and (not args.log_uri.strip() or not args.log_uri.isprintable()):
-        raise UsageError(f"--log-uri {args.log_uri!r} is not a URI; give e.g. http://HOST:5000 or sqlite:///FILE.db")
+    if log_uri is not None and (not log_uri.strip() or not log_uri.isprintable()):
+        raise UsageError(f"--log-uri {log_uri!r} is not a URI; give e.g. http://HOST:5000 or sqlite:///FILE.db")
     try:
-        check_installed(args.trackers)
+        check_installed(list(trackers))
     except MissingTool as exc:
         raise UsageError(str(exc)) from None
 
@@ -360,43 +391,56 @@ def _list(args) -> int:
         d = scenarios.definition(name)
         print(f"  {name}: {d.description}")
         for p in d.params:
-            print(f"      {p.name} = {p.default!r}  ({p.kind}{', one of ' + ', '.join(p.choices) if p.choices else ''}): {p.help}")
+            allowed = f"{', one of ' + ', '.join(p.choices) if p.choices else ''}" \
+                f"{', ' + p.bounds.describe() if p.bounds is not None else ''}{', or null' if p.optional else ''}"
+            print(f"      {p.name} = {p.default!r}  ({p.kind}{allowed}){': ' + p.help if p.help else ''}")
     return EXIT_OK
 
 
-def _report(args) -> int:
+def results_of(folder, *, config: str | None = None, plugins=()):
+    """The run records of a results folder (``clbench report``'s reading of it): (store,
+    records, unreadable records, the configs selected or None), only the runs of ``config``
+    where one is named; a folder that is not one, or holds no record, is a one-line UsageError."""
     from benchmark import report
     from benchmark.store import RunStore
-    from benchmark.tables import summary_table
 
-    if not args.dir.strip() or "\0" in args.dir:
-        raise UsageError(f"report {args.dir!r}: not a folder name; give the --out folder of a sweep")
-    store = RunStore(args.dir)
+    folder = str(folder)
+    if not folder.strip() or "\0" in folder:
+        raise UsageError(f"report {folder!r}: not a folder name; give the --out folder of a sweep")
+    store = RunStore(folder)
     if not store.root.exists():
         raise UsageError(f"results folder not found: {store.root}")
     if not store.root.is_dir():
         raise UsageError(f"results folder {store.root} is a file; give the --out folder of a sweep")
-    if args.config is not None and (not args.config.strip() or not args.config.isprintable()):
-        raise UsageError(f"--config {args.config!r} is not a config name; give the name of a config of the folder")
+    if config is not None and (not isinstance(config, str) or not config.strip() or not config.isprintable()):
+        raise UsageError(f"--config {config!r} is not a config name; give the name of a config of the folder")
     records, bad = store.scan()
     if not records:
         unreadable = f" ({len(bad)} unreadable run.json)" if bad else ""
         raise UsageError(f"no run records in {store.root}{unreadable}; a results folder holds <run_id>/run.json "
                          "from `clbench run CONFIG --out FOLDER`")
-    out, configs = store.root, None
-    if args.config is not None:
+    configs = None
+    if config is not None:
         try:
-            configs = report.select_configs(store.root, args.config)
+            configs = report.select_configs(store.root, config)
         except report.ConfigNotFound as exc:
             raise UsageError(str(exc)) from None
-        _load_plugins(args.plugins)
+        _load_plugins(plugins)
         ids = report.config_run_ids(configs)
         records = [r for r in records if r.get("run_id") in ids]
         bad = [b for b in bad if b.run_id in ids]
         if not records:
-            raise UsageError(f"no run of the config {args.config!r} is recorded in {store.root} "
+            raise UsageError(f"no run of the config {config!r} is recorded in {store.root} "
                              f"({len(ids)} runs expected; `clbench run` it with --out {store.root})")
-        out = store.root / "reports" / report.slug(args.config)
+    return store, records, bad, configs
+
+
+def _report(args) -> int:
+    from benchmark import report
+    from benchmark.tables import summary_table
+
+    store, records, bad, configs = results_of(args.dir, config=args.config, plugins=args.plugins)
+    out = store.root if configs is None else store.root / "reports" / report.slug(args.config)
     _refuse_foreign_files(out)
     for b in bad:
         print(f"clbench: skipping unreadable {b.path}: {b.reason}", file=sys.stderr)

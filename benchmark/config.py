@@ -26,6 +26,7 @@ import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from collections.abc import Sequence
 from typing import Any
 
 import yaml
@@ -181,17 +182,27 @@ def load_experiment(path: str | Path, *, overrides: list[str] = (), check_data: 
         raise ConfigError(f"config {p}: the top level is {_kind(raw)}; it must be a mapping with keys "
                           f"{', '.join(TOP_KEYS)}")
     raw.setdefault("name", p.stem)
+    return experiment_from_mapping(raw, where=str(p), overrides=overrides, check_data=check_data)
+
+
+def experiment_from_mapping(raw: dict[str, Any], *, where: str = "config", overrides: Sequence[str] = (),
+                            check_data: bool = True) -> Experiment:
+    """:func:`load_experiment` of a config already read (a dict, as a notebook gives it):
+    ``overrides`` applied, validated, streams checked against their data; errors name ``where``."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where}: the top level is {_kind(raw)}; it must be a mapping with keys {', '.join(TOP_KEYS)}")
+    raw = copy.deepcopy(raw)
     original = copy.deepcopy(raw) if overrides else None
     for item in overrides:
         apply_override(raw, item)
 
     def checked(source: dict[str, Any]) -> Experiment:
         try:
-            exp = validate(source, where=str(p))
+            exp = validate(source, where=where)
         except RecursionError:
-            raise ConfigError(f"config {p}: nested too deeply for a config") from None
+            raise ConfigError(f"config {where}: nested too deeply for a config") from None
         if check_data:
-            _check_data(exp, where=str(p))
+            _check_data(exp, where=where)
         return exp
 
     try:
@@ -203,7 +214,7 @@ def load_experiment(path: str | Path, *, overrides: list[str] = (), check_data: 
             checked(original)
         except ConfigError:
             raise exc from None
-        raise ConfigError(f"--set {' '.join(overrides)}: {str(exc).removeprefix(f'{p}: ')}") from None
+        raise ConfigError(f"--set {' '.join(overrides)}: {str(exc).removeprefix(f'{where}: ')}") from None
 
 
 def _check_config_path(p: Path) -> None:

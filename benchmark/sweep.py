@@ -22,6 +22,7 @@ from typing import Any
 
 import yaml
 
+import scenarios
 import strategies
 from benchmark import faults
 from benchmark.config import Experiment, RunSpec
@@ -141,6 +142,7 @@ def run_sweep(experiment: Experiment, *, out: str | Path, jobs: int = 1, executo
         plugin_files = [str(p) for p in strategies.REGISTRY.plugin_files()]
     if not in_process:
         refuse_unportable_strategies(experiment)
+        refuse_unportable_scenarios(experiment, plugin_files=plugin_files)
     store = RunStore(out)
     store.root.mkdir(parents=True, exist_ok=True)
     text = CONFIG_MARK + "\n" + yaml.safe_dump(plain(experiment.source), sort_keys=False, allow_unicode=True)
@@ -228,6 +230,18 @@ def refuse_unportable_strategies(experiment: Experiment) -> None:
                 f"strategy '{d.name}' is registered by {d.origin}, in this process only: worker processes cannot "
                 "register it; put it in a plugin file (--plugin FILE.py, or plugin_files=[...]) or an installed "
                 "entry point, or run in this process (--in-process, or in_process=True)")
+
+
+def refuse_unportable_scenarios(experiment: Experiment, *, plugin_files: Sequence[str]) -> None:
+    """Refuse, in one line, a plugin stream registered by code in this process alone (not in one
+    of ``plugin_files``, nor an entry point): worker processes cannot register it."""
+    for name in dict.fromkeys(name for name, _ in experiment.scenarios):
+        d = scenarios.definition(name)
+        if d.plugin is not None and not d.plugin.portable(plugin_files):
+            raise scenarios.ScenarioError(
+                f"scenario '{d.name}' is registered by {d.plugin.origin}, in this process only: worker processes "
+                "cannot register it; put it in a plugin file (--plugin FILE.py, or plugin_files=[...]) or an "
+                "installed entry point, or run in this process (--in-process, or in_process=True)")
 
 
 def resolved_config(experiment: Experiment) -> dict[str, Any]:

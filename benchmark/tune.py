@@ -52,7 +52,7 @@ from benchmark.messages import first_line
 from benchmark.ownership import BEST_MARK
 from benchmark.spec_keys import scenario_identity, train_identity
 from benchmark.store import RunStore, write_atomic
-from benchmark.sweep import plain, refuse_unportable_strategies, store_record
+from benchmark.sweep import plain, refuse_unportable_scenarios, refuse_unportable_strategies, store_record
 from benchmark.tune_config import PROTOCOL, Space, TuneSettings
 
 STUDY_FILE = "study.sqlite"
@@ -452,6 +452,7 @@ def run_tune(experiment: Experiment, *, out: str | Path, settings: TuneSettings 
         plugin_files = [str(p) for p in strategies.REGISTRY.plugin_files()]
     if not in_process:
         refuse_unportable_strategies(experiment)
+        refuse_unportable_scenarios(experiment, plugin_files=plugin_files)
     t0 = time.perf_counter()
     store = RunStore(out)
     store.root.mkdir(parents=True, exist_ok=True)

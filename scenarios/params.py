@@ -34,6 +34,7 @@ class Param:
     minimum: float | None = None
     choices: tuple[str, ...] | None = None
     optional: bool = False
+    bounds: Any = None  # a range declared by a plugin stream (scenarios.declared.Bounds): admits(v), describe()
 
     def check(self, value: Any, *, owner: str) -> Any:
         """Return ``value`` converted to this parameter's kind, or raise ScenarioError."""
@@ -83,6 +84,8 @@ class Param:
                 raise ScenarioError(f"{where} must be a finite number, got {value!r}")
         if self.minimum is not None and value < self.minimum:
             raise ScenarioError(f"{where} must be >= {self.minimum:g}, got {value!r}")
+        if self.bounds is not None and not self.bounds.admits(value):
+            raise ScenarioError(f"{where} must be {self.bounds.describe()}, got {value!r}")
         return value
 
 

@@ -1,18 +1,52 @@
-"""Streams by name: ``build(name, seed=..., **params)`` and ``available()``."""
+"""Streams by name: ``build(name, seed=..., **params)`` and ``available()``.
+
+The built-in streams are declared here; ``@scenarios.register("name")`` adds a plugin stream
+(a builder returning one of our Streams or any Avalanche benchmark, its parameters declared in
+its signature: :mod:`scenarios.declared`) to the same table, from a plugin file or from the
+entry-point group ``clbench.scenarios``."""
 
 from __future__ import annotations
 
+import inspect
 import math
+import random
+import sys
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
-from scenarios import selection, sizes, streams
+import numpy as np
+import torch
+
+from scenarios import adapter, selection, sizes, streams
+from scenarios.declared import declared, takes_seed
 from scenarios.errors import ScenarioError
 from scenarios.params import Param, closest, resolve
 from scenarios.sources import OFFLINE_SOURCES, SOURCES, load_source
 from scenarios.stream import Stream, to_avalanche
 from scenarios.transforms import INTERPOLATIONS
+
+ENTRY_POINT_GROUP = "clbench.scenarios"
+
+
+@dataclass(frozen=True)
+class PluginStream:
+    """How a registered plugin stream is built: its builder, where it comes from, and what it
+    says of itself where the benchmark cannot (None: inferred from the benchmark)."""
+
+    builder: Callable[..., Any]
+    origin: str
+    backbone: str | None = None
+    task_labels: bool | None = None
+    file: str | None = None  # the file the builder is defined in (None: not known)
+
+    def portable(self, plugin_files: Iterable[str]) -> bool:
+        """Whether worker processes can register it too: it comes from an entry point or from
+        one of ``plugin_files`` (the files the workers load), not from code in this process."""
+        if self.origin.startswith("entry point"):
+            return True
+        return self.file is not None and any(Path(f).resolve() == Path(self.file).resolve() for f in plugin_files)
 
 
 @dataclass(frozen=True)
@@ -26,6 +60,7 @@ class StreamDef:
     reconcile: Callable[[dict[str, Any], dict[str, Any]], dict[str, Any]] | None = None
     check: streams.Checker | None = None  # does the stream fit its data (see check_data)
     examples: Callable[..., int] = sizes.per_task_examples  # how many examples it holds (scenarios.sizes)
+    plugin: PluginStream | None = None  # registered with @scenarios.register (None: built in)
 
 
 def _source_params(default: str = "mnist5k") -> tuple[Param, ...]:
@@ -92,7 +127,89 @@ def _definitions() -> dict[str, StreamDef]:
     ]
     # every stream can be cut to a range of its tasks and evaluated on a validation split
     # (scenarios.selection); these come last, so that `clbench list` shows each stream's own first
-    return {d.name: replace(d, params=d.params + selection.PARAMS) for d in defs}
+    builtin = {d.name: replace(d, params=d.params + selection.PARAMS) for d in defs}
+    _load_entry_points()
+    return {**builtin, **_PLUGINS}
+
+
+_PLUGINS: dict[str, StreamDef] = {}  # plugin streams by normalised name
+_BROKEN: dict[str, str] = {}  # entry point name -> one-line error
+_ENTRY_POINTS_LOADED = [False]
+
+
+def register(name: str, *, description: str | None = None, backbone: str | None = None,
+             task_labels: bool | None = None, origin: str | None = None):
+    """Decorator: register ``builder`` as the stream ``name``.
+
+    ``builder(*, seed, **params)`` returns a :class:`Stream` or any Avalanche benchmark (a
+    ``CLScenario``); its keyword-only parameters, typed and with defaults (``Annotated`` with
+    ``strategies.Range``/``strategies.Choice`` for ranges), are the stream's parameters.
+    ``backbone`` ("mlp"/"cnn") and ``task_labels`` override what is inferred from the benchmark."""
+    if not isinstance(name, str) or not name.strip() or not name.isprintable():
+        raise ScenarioError(f"scenario name {name!r} must be a non-empty string of printable characters")
+    key = normalise(name)
+    if backbone is not None and backbone not in ("mlp", "cnn"):
+        raise ScenarioError(f"scenario '{key}': backbone must be mlp or cnn, got {backbone!r}")
+
+    def decorate(builder: Callable[..., Any]) -> Callable[..., Any]:
+        if not callable(builder):
+            raise ScenarioError(f"scenario '{key}': what is registered must be a function, got {type(builder).__name__}")
+        where = origin or _origin(builder)
+        try:
+            file = inspect.getsourcefile(builder)
+        except TypeError:
+            file = None
+        if key in _definitions():
+            by = _PLUGINS[key].plugin.origin if key in _PLUGINS else "clbench"
+            raise ScenarioError(f"scenario name '{key}' is already registered (by {by})")
+        paragraph = (builder.__doc__ or "").strip().split("\n\n")[0]
+        doc = description or " ".join(line.strip() for line in paragraph.splitlines()) or f"plugin stream ({where})"
+        _PLUGINS[key] = StreamDef(key, builder, doc, declared(builder, owner=key),
+                                  plugin=PluginStream(builder, where, backbone, task_labels, file))
+        return builder
+
+    return decorate
+
+
+def _origin(builder: Callable[..., Any]) -> str:
+    try:
+        return f"plugin {inspect.getsourcefile(builder)}"
+    except TypeError:
+        return f"module {getattr(builder, '__module__', '?')}"
+
+
+def _load_entry_points() -> None:
+    """Import, once, every module named in the entry-point group ``clbench.scenarios`` (it
+    registers its streams on import) or register a builder under the entry point's name. A
+    failing one is remembered and named when a stream is not found."""
+    if _ENTRY_POINTS_LOADED[0]:
+        return
+    _ENTRY_POINTS_LOADED[0] = True
+    from importlib.metadata import entry_points
+
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        try:
+            obj = ep.load()
+            if not isinstance(obj, type(sys)):
+                register(ep.name, origin=f"entry point {ep.value}")(obj)
+        except Exception as exc:  # noqa: BLE001 (a broken plugin is remembered, not fatal)
+            text = str(exc).strip().splitlines()
+            _BROKEN[ep.name] = f"{type(exc).__name__}{': ' + text[0] if text else ''}"
+
+
+def snapshot() -> dict[str, Any]:
+    """The plugin streams registered now, for :func:`restore` (tests, notebooks)."""
+    return {"plugins": dict(_PLUGINS), "broken": dict(_BROKEN), "loaded": _ENTRY_POINTS_LOADED[0]}
+
+
+def restore(state: dict[str, Any] | None = None) -> None:
+    """Put back a :func:`snapshot` (None: no plugin stream, entry points not loaded yet)."""
+    state = state or {"plugins": {}, "broken": {}, "loaded": False}
+    _PLUGINS.clear()
+    _PLUGINS.update(state["plugins"])
+    _BROKEN.clear()
+    _BROKEN.update(state["broken"])
+    _ENTRY_POINTS_LOADED[0] = state["loaded"]
 
 
 def normalise(name: str) -> str:
@@ -105,7 +222,8 @@ def definition(name: str) -> StreamDef:
     defs = _definitions()
     key = normalise(name) if isinstance(name, str) else name
     if key not in defs:
-        raise ScenarioError(f"unknown scenario '{name}'{closest(str(key), defs)}; allowed: {', '.join(defs)}")
+        broken = f" (plugins that failed to load: {'; '.join(f'{k}: {v}' for k, v in _BROKEN.items())})" if _BROKEN else ""
+        raise ScenarioError(f"unknown scenario '{name}'{closest(str(key), defs)}; allowed: {', '.join(defs)}{broken}")
     return defs[key]
 
 
@@ -118,6 +236,8 @@ def resolve_params(name: str, **params: Any) -> tuple[str, dict[str, Any]]:
     """(canonical stream name, every parameter with its checked value), without loading data."""
     d = definition(name)
     resolved = resolve(d.name, d.params, params)
+    if d.plugin is not None:
+        return d.name, resolved
     if d.reconcile is not None:
         resolved = d.reconcile(resolved, params)
     if resolved["source"] != "npz" and resolved["path"] is not None:
@@ -137,6 +257,10 @@ def check_data(name: str, *, seeds: Iterable[int] = (0,), replay_examples: int =
     memory (:mod:`scenarios.sizes`) exceeds the machine's is refused with the estimate."""
     canonical, resolved = resolve_params(name, **params)
     d = definition(canonical)
+    if d.plugin is not None:  # what a plugin's builder makes is known only once built: build it once
+        for seed in list(seeds)[:1]:
+            build(canonical, seed=seed, **resolved)
+        return canonical, resolved
     if resolved["source"] not in OFFLINE_SOURCES:
         shape = sizes.DOWNLOADED_SHAPES.get(resolved["source"])
         if shape is not None:
@@ -169,6 +293,8 @@ def build(name: str, *, seed: int = 0, **params: Any) -> Stream:
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise ScenarioError(f"{d.name}: seed must be an integer >= 0, got {seed!r}")
     _, resolved = resolve_params(d.name, **params)
+    if d.plugin is not None:
+        return _build_plugin(d, seed=seed, resolved=resolved)
     data = load_source(resolved["source"], data_root=resolved["data_root"], path=resolved["path"],
                        download=resolved["download"])
     validation = resolved["val_fraction"] is not None
@@ -189,3 +315,40 @@ def build(name: str, *, seed: int = 0, **params: Any) -> Stream:
         classes_per_task=tuple(t.classes for t in tasks),
         default_backbone=data.backbone,
     )
+
+
+def _build_plugin(d: StreamDef, *, seed: int, resolved: dict[str, Any]) -> Stream:
+    """Call a plugin stream's builder (the global generators seeded by ``seed`` first, so that a
+    builder drawing from them is deterministic too, and put back afterwards) and adapt what it
+    returns (its experiences read while the generators are still seeded)."""
+    assert d.plugin is not None
+    owner = f"{d.name}' ({d.plugin.origin}"
+    kwargs = {**resolved, **({"seed": seed} if takes_seed(d.plugin.builder) else {})}
+    saved = random.getstate(), np.random.get_state()
+    try:
+        with torch.random.fork_rng(devices=[]):  # the caller's generators are left as they were
+            random.seed(seed)
+            np.random.seed(seed)
+            torch.manual_seed(seed)
+            made = d.plugin.builder(**kwargs)
+            if not isinstance(made, Stream) and adapter.is_avalanche_benchmark(made):
+                tasks = adapter.tasks_of(made, owner=d.name)
+    except ScenarioError:
+        raise
+    except Exception as exc:  # noqa: BLE001 (whatever a plugin's builder raises, name the stream)
+        text = str(exc).strip().splitlines()
+        raise ScenarioError(f"scenario '{owner}): its builder failed: {type(exc).__name__}"
+                            f"{': ' + text[0] if text else ''}") from None
+    finally:
+        random.setstate(saved[0])
+        np.random.set_state(saved[1])
+    if isinstance(made, Stream):
+        return replace(made, name=d.name, params=resolved)
+    if not adapter.is_avalanche_benchmark(made):
+        raise ScenarioError(f"scenario '{owner}): its builder returned {type(made).__name__}, not a stream "
+                            "(a scenarios.Stream or an Avalanche benchmark such as nc_benchmark's)")
+    info = adapter.describe(made, tasks)
+    task_labelled = info.task_labels if d.plugin.task_labels is None else d.plugin.task_labels
+    return Stream(name=d.name, params=resolved, benchmark=to_avalanche(tasks), input_shape=info.input_shape,
+                  n_classes=info.n_classes, task_labels=task_labelled, classes_per_task=info.classes_per_task,
+                  default_backbone=d.plugin.backbone or info.default_backbone)

@@ -18,8 +18,12 @@ def isolated_strategy_registry():
     loaded during the test are dropped."""
     registry = sys.modules["strategies"].REGISTRY if "strategies" in sys.modules else None
     saved = None if registry is None else registry.snapshot()
+    streams = sys.modules.get("scenarios.registry")  # plugin streams too (scenarios.register)
+    saved_streams = None if streams is None else streams.snapshot()
     modules = set(sys.modules)
     yield
+    if "scenarios.registry" in sys.modules:
+        sys.modules["scenarios.registry"].restore(saved_streams)
     if "strategies" not in sys.modules:
         return
     sys.modules["strategies"].REGISTRY.restore(saved)  # None: imported during the test, a new registry's state
