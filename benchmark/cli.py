@@ -208,6 +208,11 @@ def check_execution(*, jobs: int, executor: str, address: str | None, in_process
                          f"{jobs} or --executor {executor}")
     if out is not None and (not str(out).strip() or "\0" in str(out)):
         raise UsageError(f"--out {str(out)!r} is not a folder name; give a path like results/mysweep")
+    if executor == "ray":
+        try:
+            import ray  # noqa: F401 (the executor imports it anyway; missing, it is bad input)
+        except ImportError:
+            raise UsageError("--executor ray needs Ray: pip install 'clbench[ray]'") from None
     if not in_process and executor == "local":
         from benchmark.executors import start_fork_server
 

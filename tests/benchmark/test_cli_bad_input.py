@@ -543,3 +543,20 @@ def test_paths_nesting_names_and_overrides_are_bad_input(case, tmp_path, monkeyp
     captured = capsys.readouterr()
     _check_one_line(code, captured.out, captured.err, pattern)
     assert sorted(p.name for p in tmp_path.iterdir()) == before, "bad input wrote files"
+
+
+def test_ray_executor_without_ray_is_bad_input(tmp_path):
+    """``sys.modules['ray'] = None`` is Python's own way to make ``import ray`` fail: Ray stands
+    for not installed. One line, exit 2, nothing run or written."""
+    cfg, out = tmp_path / "c.yaml", tmp_path / "out"
+    cfg.write_text(yaml.safe_dump({"name": "c", "scenarios": [{"name": "permuted-mnist", "source": "digits",
+                                                                 "n_tasks": 2, "per_task": 20}],
+                                   "strategies": [{"name": "naive"}]}))
+    code = ("import sys; sys.modules['ray'] = None; from benchmark.cli import main; "
+            f"sys.exit(main(['run', {str(cfg)!r}, '--out', {str(out)!r}, '--executor', 'ray']))")
+    root = Path(__file__).resolve().parents[2]
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=root,
+                          env={**os.environ, "PYTHONPATH": str(root)})
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.strip().splitlines() == ["clbench: error: --executor ray needs Ray: pip install 'clbench[ray]'"]
+    assert not out.exists()
