@@ -283,7 +283,9 @@ def test_a_tune_killed_with_sigkill_resumes_without_losing_a_finished_trial(tmp_
     complete before the kill is still there, unchanged and not run again; the trials that were
     running are marked interrupted and not counted; the study ends with exactly the budget of
     complete trials, the very trials of a tune that was never killed."""
-    budget = 10
+    # a budget far above the kill point: reading the study between polls takes longer than a
+    # tiny trial, so a small budget can finish before the kill lands (it did, once, in CI)
+    budget = 30
     cfg = _config(tmp_path, _with(trials=budget))
     out = tmp_path / "out"
     # trials in the tune's own process, so that the kill lands in the middle of one (workers
@@ -296,7 +298,7 @@ def test_a_tune_killed_with_sigkill_resumes_without_losing_a_finished_trial(tmp_
             time.sleep(0.05)
             try:
                 study = study or next(iter(_study_names(out)), None)
-                if study and len(_complete(out, study)) >= 3:
+                if study and len(_complete(out, study)) >= 2:
                     proc.send_signal(signal.SIGKILL)
                     killed_at = True
                     break
@@ -309,7 +311,7 @@ def test_a_tune_killed_with_sigkill_resumes_without_losing_a_finished_trial(tmp_
     assert killed_at and proc.returncode == -signal.SIGKILL, "the tune ended before it could be killed"
     assert not (out / "best.yaml").exists()
     before = {t.number: (t.params, t.value, t.datetime_complete) for t in _complete(out, study)}
-    assert 3 <= len(before) < budget
+    assert 2 <= len(before) < budget
     runs = {p: p.stat().st_mtime_ns for p in out.glob("*/run.json")}
 
     again = _clbench(["tune", str(cfg), "--out", str(out), "--in-process"], tmp_path)
