@@ -21,6 +21,8 @@ SUMMARY_UNITS = ("(mean ± sd over seeds; ACC, BWT and forgetting in %; Train s:
 
 
 def _parser() -> argparse.ArgumentParser:
+    from benchmark.trackers import TOOLS as TRACKERS  # stdlib only: the list of tracker names, once
+
     p = _Parser(prog="clbench", description="Meta-learning continual-learning benchmark suite")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -47,7 +49,7 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--no-progress", action="store_true", help="no progress bar")
     r.add_argument("--checkpoint-every-task", action="store_true",
                    help="save each run's state after every task in its folder, so a killed run resumes there")
-    r.add_argument("--log", dest="trackers", action="append", default=[], choices=("tensorboard", "mlflow", "wandb"),
+    r.add_argument("--log", dest="trackers", action="append", default=[], choices=TRACKERS,
                    help="log each run done now to an experiment tracker (repeatable; each an optional extra: "
                         "pip install 'clbench[TRACKER]'): config, accuracy after every task, final metrics, "
                         "continual-evaluation curves. tensorboard: OUT/<run_id>/tensorboard/; mlflow: "
