@@ -1,4 +1,5 @@
-"""Where runs execute: in this process, in local worker processes, or as Ray tasks.
+"""Where runs execute: in this process, in local worker processes, or as Ray tasks
+(:mod:`benchmark.ray_executor`, which shares this module's contract and run helpers).
 
 Every executor takes its runs from a :class:`Source` one at a time, as it has room for one
 (so that another ``clbench run`` on the same folder can take the others), and calls
@@ -6,12 +7,12 @@ Every executor takes its runs from a :class:`Source` one at a time, as it has ro
 the store, whichever machine trained the run.
 
 A worker that dies (killed, out of memory, ``os._exit`` in a plugin) costs its own run alone:
-local workers run one run at a time each in a pool of their own, and Ray retries the task
-once. A run whose worker dies twice is recorded as failed, with the reason (the signal or the
+local workers run one run at a time each in a pool of their own, and a run is started once
+more in a fresh worker (under Ray, from its last checkpoint). A run whose worker dies twice is recorded as failed, with the reason (the signal or the
 exit status); the others go on. This holds for ``--jobs 1`` too: the run goes to one child
 process unless ``in_process`` asks for the old way (debugging: breakpoints, no pickling).
 
-Workers start from a fork server (``multiprocessing``'s forkserver method) that has imported
+Local workers start from a fork server (``multiprocessing``'s forkserver method) that has imported
 torch, Avalanche and the suite once (:data:`PRELOAD`), so a new worker costs milliseconds, not
 the seconds of a fresh interpreter; each worker takes the driver's environment and working
 folder as the sweep starts. Workers are reused from run to run (a run handed to a warm worker
@@ -306,53 +307,3 @@ def _cause(procs: list) -> str:
     if code is not None:
         return f"exit status {code}"
     return "killed by a signal or out of memory"
-
-
-def run_ray(specs: Source | Iterable[RunSpec], *, address: str | None, plugin_files: Iterable[str],
-            on_result: OnResult, num_cpus: int | None = None,
-            checkpoint_dir: Callable[[RunSpec], Path | None] | None = None) -> None:
-    """One Ray task per run, on the cluster at ``address`` or on a local Ray instance; as many
-    in flight as the cluster has CPUs. Ray retries a task whose worker died once."""
-    try:
-        import ray
-    except ImportError:
-        raise RuntimeError("the ray executor needs Ray: pip install 'clbench[ray]'") from None
-    source = _source(specs)
-    where = checkpoint_dir or (lambda spec: None)
-    started_here = not ray.is_initialized()
-    if started_here:
-        kwargs: dict[str, Any] = {"address": address} if address else {"num_cpus": num_cpus or os.cpu_count(),
-                                                                         "include_dashboard": False}
-        ray.init(ignore_reinit_error=True, log_to_driver=False, **kwargs)
-    try:
-        files = tuple(plugin_files)
-        width = max(1, int(ray.cluster_resources().get("CPU", 1)))
-
-        @ray.remote(num_cpus=1, max_retries=ATTEMPTS - 1, retry_exceptions=False)
-        def ray_run(spec: RunSpec, checkpoint: Path | None) -> dict[str, Any]:
-            prepare_worker(files, 1)
-            return _worker_run(spec, checkpoint)
-
-        refs: dict[Any, RunSpec] = {}
-        while True:
-            while len(refs) < width:
-                spec = source.take(wait=not refs)
-                if spec is None:
-                    break
-                refs[ray_run.remote(spec, where(spec))] = spec
-            if not refs:
-                break
-            ready, _ = ray.wait(list(refs), num_returns=1)
-            for ref in ready:
-                spec = refs.pop(ref)
-                try:
-                    record = ray.get(ref)
-                except (ray.exceptions.WorkerCrashedError, ray.exceptions.NodeDiedError,
-                        getattr(ray.exceptions, "OutOfMemoryError", ray.exceptions.WorkerCrashedError)) as exc:
-                    record = _died(spec, exc, attempts=ATTEMPTS, cause="its Ray worker process exited unexpectedly")
-                except Exception as exc:  # noqa: BLE001 (the task could not run or return)
-                    record = _failed(spec, exc)
-                on_result(record)
-    finally:
-        if started_here:
-            ray.shutdown()

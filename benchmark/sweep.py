@@ -26,10 +26,11 @@ import scenarios
 import strategies
 from benchmark import faults
 from benchmark.config import Experiment, RunSpec
-from benchmark.executors import run_local, run_ray
+from benchmark.executors import run_local
 from benchmark.locks import RunLocks
 from benchmark.names import safe_name
 from benchmark.ownership import CONFIG_MARK
+from benchmark.ray_executor import run_ray, shipped_data_files
 from benchmark.store import (
     CONFIGS_FOLDER,
     BadRecord,
@@ -187,7 +188,9 @@ def run_sweep(experiment: Experiment, *, out: str | Path, jobs: int = 1, executo
     summary, interrupted = True, True
     try:
         if executor == "ray":
-            run_ray(claims, address=address, plugin_files=plugin_files, on_result=on_result, checkpoint_dir=where)
+            run_ray(claims, address=address, plugin_files=plugin_files, on_result=on_result,
+                    on_progress=on_progress if bar is not None else None, checkpoint_dir=where,
+                    data_files=shipped_data_files(pending))
         else:
             run_local(claims, jobs=jobs, plugin_files=plugin_files, on_result=on_result,
                       on_progress=on_progress if bar is not None else None, checkpoint_dir=where,

@@ -45,11 +45,12 @@ import yaml
 
 import strategies
 from benchmark.config import Experiment, RunSpec
-from benchmark.executors import run_local, run_ray
+from benchmark.executors import run_local
 from benchmark.groups import digest
 from benchmark.locks import RunLocks
 from benchmark.messages import first_line
 from benchmark.ownership import BEST_MARK
+from benchmark.ray_executor import run_ray, shipped_data_files
 from benchmark.spec_keys import scenario_identity, train_identity
 from benchmark.store import RunStore, write_atomic
 from benchmark.sweep import plain, refuse_unportable_scenarios, refuse_unportable_strategies, store_record
@@ -473,7 +474,8 @@ def run_tune(experiment: Experiment, *, out: str | Path, settings: TuneSettings 
         finished = False
         try:
             if executor == "ray":
-                run_ray(trials, address=address, plugin_files=plugin_files, on_result=trials.on_result)
+                run_ray(trials, address=address, plugin_files=plugin_files, on_result=trials.on_result,
+                        data_files=shipped_data_files(experiment.specs()))
             else:
                 run_local(trials, jobs=jobs, plugin_files=plugin_files, on_result=trials.on_result,
                           in_process=in_process)
