@@ -174,12 +174,12 @@ def cluster(tmp_path_factory):
     # Ray's sockets live under its temporary folder: a short path (a socket path has 107 bytes at most)
     temp = tempfile.mkdtemp(prefix="clray", dir="/tmp")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("RAY_", "CLBENCH_"))}
-    env.pop("PYTHONPATH", None)
     env.update(HOME=str(home), RAY_AUTH_MODE="token", RAY_USAGE_STATS_ENABLED="0")
     gcs, client, agent, node_agent, w0 = _free_ports(5)
     venv = str(Path(sys.prefix).resolve())
     forbidden = [str(PROJECT), str(driver.resolve())]
-    node_env = dict(env, PYTHONPATH=str(guard), CLBENCH_TEST_FORBIDDEN=os.pathsep.join(forbidden),
+    node_env = dict(env, PYTHONPATH=os.pathsep.join(filter(None, [str(guard), env.get("PYTHONPATH")])),
+                    CLBENCH_TEST_FORBIDDEN=os.pathsep.join(forbidden),
                     CLBENCH_TEST_ALLOWED=venv, CLBENCH_TEST_GUARD_LOG=str(guard / "log"))
     common = ["--temp-dir", temp, "--disable-usage-stats", "--include-dashboard=false"]
     try:
