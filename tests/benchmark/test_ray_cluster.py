@@ -108,7 +108,7 @@ def blobs(*, seed: int, n_tasks: Annotated[int, Range(ge=1, le=10)] = 3, per_cla
 CONFIG = {
     "name": "cluster",
     "seeds": [0],
-    "train": {"batch_size": 10, "epochs": 1, "device": "cpu"},
+    "train": {"batch_size": 10, "epochs": 1, "device": "cpu", "eval_every": 2},
     "scenarios": [
         {"name": "blobs", "n_tasks": 3, "per_class": 20},
         {"name": "permuted-mnist", "source": "npz", "path": "data/arrays.npz", "n_tasks": 3, "per_task": 60},
@@ -223,8 +223,10 @@ def test_a_sweep_on_a_cluster_without_the_drivers_disk_equals_the_local_one(clus
                      cwd=driver, env=env)
     assert local.returncode == 0, local.stderr[-3000:]
     remote = _clbench("run", "cluster.yaml", "--out", "remote", "--plugin", "plugin.py", "--no-progress",
-                      "--executor", "ray", "--address", address, "--checkpoint-every-task", cwd=driver, env=env)
+                      "--executor", "ray", "--address", address, "--checkpoint-every-task", "--log", "tensorboard",
+                      cwd=driver, env=env)
     assert remote.returncode == 0, remote.stderr[-3000:] + "\n".join(_guard_lines(log))
+    assert not remote.stderr.strip(), remote.stderr[-3000:]  # Ray's own lines stay off the terminal
     touched = [line for line in _guard_lines(log) if "guarded" not in line]
     assert not touched, touched
     assert any("guarded" in line for line in _guard_lines(log))  # the worker node's processes ran under the guard
@@ -234,10 +236,20 @@ def test_a_sweep_on_a_cluster_without_the_drivers_disk_equals_the_local_one(clus
         assert rec["status"] == "done", rec.get("error", "")[:2000]
         assert rec["acc_matrix"] == a[run_id]["acc_matrix"], run_id
         assert rec["metrics"] == a[run_id]["metrics"] and rec["config"] == a[run_id]["config"]
+        assert rec["curves"] == a[run_id]["curves"]  # continual evaluation, its state checkpointed in the worker
         # every task but the last was checkpointed in the worker and streamed back; the driver
         # removed its copy when the run was done
         assert rec["checkpoint"]["saved"] == 2 and rec["checkpoint"]["resumed_from_task"] is None
         assert not (driver / "remote" / run_id / "checkpoint.pt").exists()
+        # the tracker logs in the driver, from the records that came back
+        from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+        events = EventAccumulator(str(driver / "remote" / run_id / "tensorboard"), size_guidance={"scalars": 0})
+        events.Reload()
+        rows = rec["acc_matrix"]
+        for j in range(len(rows)):
+            got = [(e.step, e.value) for e in events.Scalars(f"acc/task_{j}")]
+            assert got == [(i, pytest.approx(row[j], abs=1e-7)) for i, row in enumerate(rows)]
 
 
 def test_a_killed_worker_resumes_from_the_checkpoint_the_driver_received(cluster):

@@ -145,6 +145,26 @@ def test_ray_local_instance_gives_the_same_results(tiny_sweep, tmp_path):
         assert v["acc_matrix"] == a[k]["acc_matrix"]
 
 
+def test_a_ray_connection_the_caller_opened_is_used_as_it_is_and_left_open(tmp_path):
+    """A notebook's own ``ray.init()``: the sweep runs on it (plugin files loaded from their
+    paths, which this machine's workers see) and does not shut it down."""
+    ray = pytest.importorskip("ray", reason="the ray extra is not installed")
+    cfg = _config(tmp_path, dict(TINY, seeds=[0], strategies=[{"name": "naive", "lr": 0.1},
+                                                             {"name": "test-fails-seed-1", "lr": 0.05}]))
+    here = tmp_path / "here"
+    assert main(["run", str(cfg), "--out", str(here), "--plugin", PLUGIN, "--in-process", "--no-progress"]) == 0
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        there = tmp_path / "there"
+        assert main(["run", str(cfg), "--out", str(there), "--plugin", PLUGIN, "--executor", "ray",
+                     "--no-progress"]) == 0
+        assert ray.is_initialized()
+    finally:
+        ray.shutdown()
+    a, b = _records(here), _records(there)
+    assert len(b) == 2 and {k: v["acc_matrix"] for k, v in a.items()} == {k: v["acc_matrix"] for k, v in b.items()}
+
+
 @pytest.mark.parametrize("args,pattern", [
     (["run", "missing.yaml"], r"config file not found: missing.yaml"),
     (["run", "{cfg}", "--set", "train.batchsize=2"], r"--set key 'train.batchsize' does not exist"),
