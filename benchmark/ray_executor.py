@@ -41,6 +41,7 @@ import contextlib
 import os
 import queue
 import shutil
+import sys
 import tempfile
 import threading
 from collections import Counter
@@ -121,20 +122,20 @@ def runtime_env(folder: Path) -> dict[str, Any]:
 
 def connect(*, address: str | None, env: dict[str, Any], num_cpus: int | None = None) -> None:
     """``ray.init`` with the job's runtime environment: on the cluster at ``address``, or a
-    local instance. Ray's own lines while connecting are kept off the terminal (Ray repeats a
-    refused connection's warning every second for about 20 s); a refusal is one line:
-    :class:`RayConnectionError` naming the address, and what to set when the cluster asked for
-    an authentication token."""
+    local instance. Connecting to an address, Ray's own lines are kept off the terminal (Ray
+    repeats a refused connection's warning every second for about 20 s) and a refusal is one
+    line: :class:`RayConnectionError` naming the address, and what to set when the cluster
+    asked for an authentication token. (A local instance is started with the terminal as it
+    is: the processes it starts would keep a redirected stderr for their lifetime.)"""
     import ray
 
-    kwargs: dict[str, Any] = ({"address": address} if address else
-                              {"num_cpus": num_cpus or os.cpu_count(), "include_dashboard": False})
+    if not address:
+        ray.init(log_to_driver=False, runtime_env=env, num_cpus=num_cpus or os.cpu_count(), include_dashboard=False)
+        return
     with _stderr_kept() as said:
         try:
-            ray.init(log_to_driver=False, runtime_env=env, **kwargs)
+            ray.init(log_to_driver=False, runtime_env=env, address=address)
         except Exception as exc:  # noqa: BLE001 (ConnectionError, RuntimeError, AuthenticationError: all one line)
-            if not address:
-                raise
             text = " ".join(str(e) for e in _chain(exc)) + said()
             if "InvalidAuthToken" in text or "AuthenticationError" in text or "authentication token" in text.lower():
                 raise RayConnectionError(f"the Ray cluster at {address} refused the connection: its authentication "
@@ -163,8 +164,6 @@ def _stderr_kept() -> Iterator[Callable[[], str]]:
         return
     with tempfile.TemporaryFile() as caught:
         try:
-            import sys
-
             sys.stderr.flush()
             os.dup2(caught.fileno(), 2)
 

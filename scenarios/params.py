@@ -65,7 +65,6 @@ class Param:
             if isinstance(value, (str, bytes)) or not isinstance(value, Iterable) or isinstance(value, Mapping):
                 alternatives = f"{', '.join(self.choices)} or " if self.choices else ""
                 raise ScenarioError(f"{where} must be {alternatives}a list of {self.kind[:-5]} values, got {value!r}")
-                raise ScenarioError(f"{where} must be a list of {self.kind[:-5]} values, got {value!r}")
             return [self._number(v, self.kind[:-5], where) for v in value]
         raise AssertionError(f"undeclared kind {self.kind!r}")
 

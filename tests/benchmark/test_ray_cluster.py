@@ -292,3 +292,18 @@ def test_a_connection_refused_for_its_token_is_one_line_with_the_hint(cluster, t
     assert lines[0].startswith(f"clbench: error: the Ray cluster at {address} refused the connection")
     assert "RAY_AUTH_MODE=token" in lines[0] and "RAY_AUTH_MODE=disabled" in lines[0]
     assert not list((tmp_path / "out").glob("*/run.json"))
+
+
+def test_an_address_where_no_cluster_listens_is_one_line(tmp_path):
+    (tmp_path / "plugin.py").write_text(PLUGIN)
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(dict(CONFIG, scenarios=CONFIG["scenarios"][:1])))
+    address = f"127.0.0.1:{_free_ports(1)[0]}"
+    # Ray waits about 40 s for an address where nothing answers, unless told otherwise
+    env = dict(os.environ, RAY_gcs_server_port_wait_time_s="1", RAY_py_gcs_connect_timeout_s="2",
+               RAY_gcs_rpc_server_connect_timeout_s="1")
+    proc = _clbench("run", "c.yaml", "--out", "out", "--plugin", "plugin.py", "--no-progress", "--executor", "ray",
+                    "--address", address, cwd=tmp_path, env=env)
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"clbench: error: cannot connect to the Ray cluster at {address}: ")
+    assert "ray start --head" in lines[0] and not list((tmp_path / "out").glob("*/run.json"))
