@@ -33,7 +33,9 @@ from __future__ import annotations
 
 import copy
 import math
+import os
 import sys
+import tempfile
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -438,6 +440,32 @@ def best_yaml_text(config: dict[str, Any]) -> str:
     return BEST_MARK + "\n" + yaml.safe_dump(plain(config), sort_keys=False, allow_unicode=True, width=120)
 
 
+def open_storage(path: Path) -> Any:
+    """Optuna's SQLite storage in ``path``. A new file is made whole first, under a temporary
+    name, and renamed into place: a reader that opens the study the moment it appears (Optuna's
+    own ``load_study``, which creates the tables of an empty file) finds Optuna's schema there,
+    instead of racing the tune to create it (sqlite creates the file on connecting, before any
+    table: the tune then failed on alembic_version's unique key)."""
+    import optuna
+
+    def storage(file: Path) -> Any:
+        return optuna.storages.RDBStorage(f"sqlite:///{file.resolve()}", engine_kwargs={"connect_args": {"timeout": 60}})
+
+    if not path.exists():
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
+        os.close(fd)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # as every file of the results folder (benchmark.store.write_atomic)
+        try:
+            storage(Path(tmp)).engine.dispose()
+            os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+    return storage(path)
+
+
 def run_tune(experiment: Experiment, *, out: str | Path, settings: TuneSettings | None = None, jobs: int = 1,
              executor: str = "local", address: str | None = None, plugin_files: Sequence[str] | None = None,
              in_process: bool = False, source: str | None = None, say: Callable[[str], None] = _say) -> TuneOutcome:
@@ -467,8 +495,7 @@ def run_tune(experiment: Experiment, *, out: str | Path, settings: TuneSettings 
     try:
         store.remove_stale_temps()
         study_path = store.root / STUDY_FILE
-        storage = optuna.storages.RDBStorage(f"sqlite:///{study_path.resolve()}",
-                                             engine_kwargs={"connect_args": {"timeout": 60}})
+        storage = open_storage(study_path)
         states = [open_study(e, settings, storage, say=say) for e in entries(experiment, settings)]
         trials = Trials(states, experiment=experiment, settings=settings, store=store, say=say)
         finished = False
