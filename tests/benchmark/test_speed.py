@@ -134,3 +134,15 @@ def test_cnn_backbone_times_the_general_path_on_32x32_colour_images(tmp_path, ca
     linears = 2 * (160 * 4 * 4 * 320 + 320 * 320 + 320 * 10)
     assert data["floor"]["forward_flops"] == convs + linears
     assert "c-maml_vs_avalanche-la-maml" in printed and "CNN 3x32x32" in printed
+
+
+def test_vr_mcl_row_counts_both_of_its_paths(tmp_path):
+    """VR-MCL's row: per minibatch of 10 single-example chunks, an inner step and a meta-loss at
+    theta_t and again at theta_{t-1} (the variance-reduction term), each meta-loss over the
+    minibatch and, from the second minibatch on, 10 replayed examples."""
+    out = tmp_path / "speed.json"
+    assert main(["speed", "--size", "tiny", "--only", "vr-mcl", "--repeat", "1", "--out", str(out)]) == 0
+    s = json.loads(out.read_text())["strategies"]["vr-mcl"]
+    assert s["inner_steps"] == s["meta_losses"] == 2 * 100
+    assert s["meta_examples"] == 2 * 10 * (10 + 9 * 20)
+    assert s["backend"] == "numba" and s["us_per_step"] > 0 and s["times_floor"] > 1
