@@ -45,6 +45,7 @@ from typing import Any
 
 import yaml
 
+import scenarios
 import strategies
 from benchmark.config import Experiment, RunSpec
 from benchmark.executors import run_local
@@ -412,7 +413,7 @@ def best_config(experiment: Experiment, settings: TuneSettings, results: Sequenc
     scenario, params = experiment.scenarios[0]
     given = raw["scenarios"][0]
     given = {"name": given} if isinstance(given, str) else dict(given)
-    n_tasks = params["n_tasks"]
+    n_tasks = scenarios.task_count(scenario, **params)
     if settings.report_on == "remaining":
         given["task_range"] = [settings.first_tasks, n_tasks]
     raw["scenarios"] = [given]

@@ -139,7 +139,9 @@ def parse(raw: Any, *, scenarios: Sequence[tuple[str, dict[str, Any]]],
         if params.get(key) is not None:
             raise TuneError(f"{where}: scenarios[0] sets {key}; clbench tune sets it itself (tune.first_tasks, "
                             "tune.val_fraction, tune.report_on): remove it from a config to tune")
-    n_tasks = params["n_tasks"]
+    import scenarios  # torch: validating a tune section needs it, reading a tuned block does not
+
+    n_tasks = scenarios.task_count(scenario, **params)  # a plugin stream's: built once to count them
     first = given["first_tasks"]
     if not _integer(first) or first < 1:
         raise TuneError(f"{at}.first_tasks must be an integer >= 1, got {first!r}")

@@ -10,9 +10,18 @@ This package depends on nothing else of the suite.
 
 from scenarios.errors import ScenarioError
 from scenarios.params import Param
-from scenarios.registry import ENTRY_POINT_GROUP, available, build, check_data, definition, register, resolve_params
+from scenarios.registry import (
+    ENTRY_POINT_GROUP,
+    available,
+    build,
+    check_data,
+    definition,
+    register,
+    resolve_params,
+    task_count,
+)
 from scenarios.sources import SOURCES, ImageData, load_source
 from scenarios.stream import Stream, TaskData
 
 __all__ = ["ENTRY_POINT_GROUP", "register", "SOURCES", "ImageData", "Param", "ScenarioError", "Stream", "TaskData", "available", "build", "check_data",
-           "definition", "load_source", "resolve_params"]
+           "definition", "load_source", "resolve_params", "task_count"]

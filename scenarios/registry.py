@@ -164,7 +164,12 @@ def register(name: str, *, description: str | None = None, backbone: str | None 
             raise ScenarioError(f"scenario name '{key}' is already registered (by {by})")
         paragraph = (builder.__doc__ or "").strip().split("\n\n")[0]
         doc = description or " ".join(line.strip() for line in paragraph.splitlines()) or f"plugin stream ({where})"
-        _PLUGINS[key] = StreamDef(key, builder, doc, declared(builder, owner=key),
+        own = declared(builder, owner=key)
+        taken = [p.name for p in own if p.name in selection.NAMES]
+        if taken:
+            raise ScenarioError(f"scenario '{key}': parameter '{taken[0]}' is one every stream takes "
+                                f"({', '.join(selection.NAMES)}: scenarios.selection); give it another name")
+        _PLUGINS[key] = StreamDef(key, builder, doc, own + selection.PARAMS,
                                   plugin=PluginStream(builder, where, backbone, task_labels, file))
         return builder
 
@@ -236,7 +241,8 @@ def resolve_params(name: str, **params: Any) -> tuple[str, dict[str, Any]]:
     """(canonical stream name, every parameter with its checked value), without loading data."""
     d = definition(name)
     resolved = resolve(d.name, d.params, params)
-    if d.plugin is not None:
+    if d.plugin is not None:  # its own parameters are the builder's to read: its number of tasks is known
+        selection.check(d.name, {k: resolved[k] for k in selection.NAMES})  # once built (_build_plugin)
         return d.name, resolved
     if d.reconcile is not None:
         resolved = d.reconcile(resolved, params)
@@ -244,6 +250,16 @@ def resolve_params(name: str, **params: Any) -> tuple[str, dict[str, Any]]:
         raise ScenarioError(f"{d.name}: 'path' is only for source npz, not '{resolved['source']}'")
     selection.check(d.name, resolved)
     return d.name, resolved
+
+
+def task_count(name: str, **params: Any) -> int:
+    """How many tasks the stream ``name`` with ``params`` has: a built-in stream's from its
+    parameters, a plugin stream's by building it once (seed 0) and counting them."""
+    canonical, resolved = resolve_params(name, **params)
+    if definition(canonical).plugin is not None:
+        return len(build(canonical, seed=0, **resolved).classes_per_task)
+    span = resolved["task_range"]
+    return span[1] - span[0] if span is not None else resolved["n_tasks"]
 
 
 def check_data(name: str, *, seeds: Iterable[int] = (0,), replay_examples: int = 0,
@@ -323,7 +339,8 @@ def _build_plugin(d: StreamDef, *, seed: int, resolved: dict[str, Any]) -> Strea
     returns (its experiences read while the generators are still seeded)."""
     assert d.plugin is not None
     owner = f"{d.name}' ({d.plugin.origin}"
-    kwargs = {**resolved, **({"seed": seed} if takes_seed(d.plugin.builder) else {})}
+    own = {k: v for k, v in resolved.items() if k not in selection.NAMES}  # the builder's own parameters
+    kwargs = {**own, **({"seed": seed} if takes_seed(d.plugin.builder) else {})}
     saved = random.getstate(), np.random.get_state()
     try:
         with torch.random.fork_rng(devices=[]):  # the caller's generators are left as they were
@@ -342,13 +359,26 @@ def _build_plugin(d: StreamDef, *, seed: int, resolved: dict[str, Any]) -> Strea
     finally:
         random.setstate(saved[0])
         np.random.set_state(saved[1])
+    span, fraction = resolved["task_range"], resolved["val_fraction"]
     if isinstance(made, Stream):
-        return replace(made, name=d.name, params=resolved)
-    if not adapter.is_avalanche_benchmark(made):
+        if span is None and fraction is None:
+            return replace(made, name=d.name, params=resolved)
+        tasks = adapter.tasks_of(made.benchmark, owner=d.name)
+        task_labelled = made.task_labels
+        made = replace(made, name=d.name, params=resolved)
+    elif not adapter.is_avalanche_benchmark(made):
         raise ScenarioError(f"scenario '{owner}): its builder returned {type(made).__name__}, not a stream "
                             "(a scenarios.Stream or an Avalanche benchmark such as nc_benchmark's)")
-    info = adapter.describe(made, tasks)
-    task_labelled = info.task_labels if d.plugin.task_labels is None else d.plugin.task_labels
-    return Stream(name=d.name, params=resolved, benchmark=to_avalanche(tasks), input_shape=info.input_shape,
-                  n_classes=info.n_classes, task_labels=task_labelled, classes_per_task=info.classes_per_task,
-                  default_backbone=d.plugin.backbone or info.default_backbone)
+    else:
+        info = adapter.describe(made, tasks)
+        task_labelled = info.task_labels if d.plugin.task_labels is None else d.plugin.task_labels
+        made = Stream(name=d.name, params=resolved, benchmark=None, input_shape=info.input_shape,
+                      n_classes=info.n_classes, task_labels=task_labelled, classes_per_task=info.classes_per_task,
+                      default_backbone=d.plugin.backbone or info.default_backbone)
+    if span is not None and span[1] > len(tasks):
+        raise ScenarioError(f"{d.name}: task_range={list(span)} is not a range of the {len(tasks)} tasks its builder "
+                            f"made; allowed: [start, stop] with 0 <= start < stop <= {len(tasks)}")
+    tasks = selection.select(tasks, task_range=span, task_labelled=task_labelled)
+    if fraction is not None:  # the builder's test split is dropped here: no test example reaches the stream
+        tasks = selection.hold_out(tasks, fraction=fraction, seed=seed, first=span[0] if span else 0)
+    return replace(made, benchmark=to_avalanche(tasks), classes_per_task=tuple(t.classes for t in tasks))

@@ -43,17 +43,22 @@ PARAMS: tuple[Param, ...] = (
           "test split, which is then never loaded (null: the test split)", optional=True),
 )
 
+NAMES = tuple(p.name for p in PARAMS)
+
 
 def check(owner: str, resolved: dict[str, Any]) -> None:
     """Refuse a ``task_range`` outside ``0 .. n_tasks`` or empty, and a ``val_fraction``
     outside (0, 1) or that leaves no training example of ``per_task``."""
     span = resolved.get("task_range")
-    n_tasks = resolved["n_tasks"]
+    n_tasks = resolved.get("n_tasks")  # None: a plugin stream's, known once it is built
     if span is not None:
         if len(span) != 2:
             raise ScenarioError(f"{owner}: parameter 'task_range' must be [start, stop], two integers, got {span}")
         start, stop = span
-        if not 0 <= start < stop <= n_tasks:
+        if n_tasks is None and not 0 <= start < stop:
+            raise ScenarioError(f"{owner}: task_range={list(span)} is not a range of tasks; allowed: [start, stop] "
+                                "with 0 <= start < stop <= the number of tasks")
+        if n_tasks is not None and not 0 <= start < stop <= n_tasks:
             raise ScenarioError(f"{owner}: task_range={list(span)} is not a range of the {n_tasks} tasks; allowed: "
                                 f"[start, stop] with 0 <= start < stop <= {n_tasks}")
     fraction = resolved.get("val_fraction")

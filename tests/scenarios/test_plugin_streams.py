@@ -108,7 +108,7 @@ def test_a_stream_and_a_strategy_from_one_file_run_together(tmp_path, plugin):
     assert (rec["strategy"], rec["scenario"]) == ("plain-sgd", "tiny-blobs")
     assert len(rec["acc_matrix"]) == 2
     assert rec["config"]["scenario_params"] == {"n_tasks": 2, "per_class": 10, "task_incremental": True,
-                                                "order": "fixed"}
+                                                "order": "fixed", "task_range": None, "val_fraction": None}
     # the blobs are easy: training the first task lifts its accuracy above the untrained model's
     assert rec["acc_matrix"][0][0] > rec["random_init_acc"][0]
 
@@ -231,7 +231,7 @@ def test_colour_images_get_the_cnn_and_builds_are_deterministic_per_seed():
     torch.manual_seed(7)
     assert torch.equal(drawn, torch.rand(3))  # building left the caller's generator as it was
     assert (a.input_shape, a.n_classes, a.task_labels, a.default_backbone) == ((3, 8, 8), 4, False, "cnn")
-    assert a.params == {"n": 20} and scenarios.available()["colour"] == {"n": 20}
+    assert a.params == scenarios.available()["colour"] == {"n": 20, "task_range": None, "val_fraction": None}
     xa, xb, xc = (s.benchmark.train_stream[1].dataset[3][0] for s in (a, b, c))
     assert torch.equal(xa, xb) and not torch.equal(xa, xc)
 
@@ -273,3 +273,92 @@ def test_an_installed_entry_point_registers_its_stream_and_a_broken_one_is_named
     with pytest.raises(scenarios.ScenarioError, match=r"unknown scenario 'nope'.*\(plugins that failed to load: "
                                                       r"broken: ImportError: missing dependency\)"):
         scenarios.build("nope")
+
+
+
+# -- task_range and val_fraction on plugin streams (scenarios.selection) ---------------------
+
+def _tensors(stream, split: str) -> list[tuple[torch.Tensor, torch.Tensor, int]]:
+    out = []
+    for exp in getattr(stream.benchmark, f"{split}_stream"):
+        xs, ys = zip(*[(item[0], item[1]) for item in exp.dataset])
+        out.append((torch.stack(xs), torch.as_tensor(ys), exp.task_label))
+    return out
+
+
+@pytest.mark.parametrize("task_labels", [False, True])
+def test_a_task_range_of_a_plugin_stream_is_the_same_tasks_as_in_the_whole_stream(task_labels):
+    scenarios.register("pairs")(lambda *, seed: _split_mnist_like(task_labels=task_labels))
+    whole, part = scenarios.build("pairs", seed=0), scenarios.build("pairs", seed=0, task_range=[1, 4])
+    assert part.classes_per_task == whole.classes_per_task[1:4]
+    assert (part.n_classes, part.input_shape, part.task_labels) == (whole.n_classes, whole.input_shape, task_labels)
+    for split in ("train", "test"):
+        w, p = _tensors(whole, split)[1:4], _tensors(part, split)
+        assert len(p) == 3
+        for i, ((wx, wy, _), (px, py, label)) in enumerate(zip(w, p)):
+            assert torch.equal(wx, px) and torch.equal(wy, py)
+            assert label == (i if task_labels else 0)  # task labels renumbered from 0 where they are meaningful
+
+
+def test_val_fraction_of_a_plugin_stream_evaluates_on_held_out_training_examples(tmp_path):
+    scenarios.register("pairs")(lambda *, seed: _split_mnist_like(task_labels=False))
+    whole = _tensors(scenarios.build("pairs", seed=3), "train")
+    test_set = {tuple(x.flatten().tolist()) for x, _, _ in _tensors(scenarios.build("pairs", seed=3), "test")
+                for x in x}
+    val = scenarios.build("pairs", seed=3, val_fraction=0.2, task_range=[2, 5])
+    again = scenarios.build("pairs", seed=3, val_fraction=0.2, task_range=[2, 5])
+    for (wx, wy, _), (tx, ty, _), (vx, vy, _) in zip(whole[2:], _tensors(val, "train"), _tensors(val, "test")):
+        n = len(wy)
+        assert len(vy) == round(0.2 * n) and len(ty) == n - len(vy)
+        rows = {tuple(x.flatten().tolist()): y for x, y in zip(wx, wy.tolist())}
+        held, kept = [tuple(x.flatten().tolist()) for x in vx], [tuple(x.flatten().tolist()) for x in tx]
+        assert set(held) | set(kept) == set(rows) and not set(held) & set(kept)  # a split of the training examples
+        assert all(rows[h] == y for h, y in zip(held, vy.tolist()))
+        assert not set(held) & test_set  # none of the builder's test examples reaches the stream
+    assert all(torch.equal(a[0], b[0]) for a, b in zip(_tensors(val, "test"), _tensors(again, "test")))
+
+
+def test_a_plugin_stream_task_range_beyond_its_tasks_and_a_reserved_parameter_are_one_line():
+    scenarios.register("pairs")(lambda *, seed: _split_mnist_like(task_labels=False))
+    with pytest.raises(scenarios.ScenarioError, match=r"^pairs: task_range=\[3, 6\] is not a range of the 5 tasks its "
+                                                      r"builder made; allowed: \[start, stop\] with 0 <= start < stop <= 5$"):
+        scenarios.build("pairs", seed=0, task_range=[3, 6])
+    with pytest.raises(scenarios.ScenarioError, match=r"^pairs: task_range=\[2, 2\] is not a range of tasks"):
+        scenarios.resolve_params("pairs", task_range=[2, 2])
+    with pytest.raises(scenarios.ScenarioError, match=r"^scenario 'cut': parameter 'val_fraction' is one every stream "
+                                                      r"takes \(task_range, val_fraction"):
+        @scenarios.register("cut")
+        def cut(*, seed: int, val_fraction: float = 0.1):
+            return _split_mnist_like(task_labels=False)
+    assert scenarios.task_count("pairs") == 5 and scenarios.task_count("pairs", task_range=[1, 3]) == 2
+
+
+def test_a_plugin_stream_returning_our_stream_is_cut_too():
+    scenarios.register("ours")(lambda *, seed: scenarios.build("split-mnist", seed=seed))
+    whole, part = scenarios.build("ours", seed=1), scenarios.build("ours", seed=1, task_range=[3, 5], val_fraction=0.1)
+    assert part.classes_per_task == whole.classes_per_task[3:5] and part.name == "ours"
+    assert [len(y) for _, y, _ in _tensors(part, "test")] == [round(0.1 * len(y)) for _, y, _ in _tensors(whole, "train")[3:]]
+
+
+def test_clbench_tune_chooses_on_a_plugin_streams_first_tasks(tmp_path, plugin):
+    """A plugin stream without an n_tasks of its own: the tune counts its tasks by building it,
+    chooses on the first one with a held-out validation split, and best.yaml cuts the rest."""
+    (tmp_path / "pairs.py").write_text(
+        "import scenarios\n"
+        "from tests.scenarios.test_plugin_streams import _split_mnist_like\n"
+        "scenarios.register('pairs')(lambda *, seed: _split_mnist_like(task_labels=False))\n")
+    cfg = tmp_path / "t.yaml"
+    cfg.write_text(yaml.safe_dump({
+        "name": "tune-plug", "seeds": [0], "train": {"device": "cpu", "batch_size": 10},
+        "scenarios": [{"name": "pairs"}], "strategies": [{"name": "plain-sgd"}],
+        "tune": {"first_tasks": 1, "val_fraction": 0.2, "trials": 2, "sampler": "random",
+                 "spaces": {"plain-sgd": {"lr": {"log_uniform": [0.01, 0.1]}}}}}))
+    out = tmp_path / "out"
+    assert main(["tune", str(cfg), "--out", str(out), "--plugin", str(plugin), "--plugin", str(tmp_path / "pairs.py"),
+                 "--in-process"]) == 0
+    best = yaml.safe_load((out / "best.yaml").read_text())
+    assert best["scenarios"] == [{"name": "pairs", "task_range": [1, 5]}]
+    assert best["tuned"]["n_tasks"] == 5
+    recs = _records(out)
+    assert len(recs) == 2 and all(r["status"] == "done" for r in recs)
+    assert all(r["config"]["scenario_params"]["task_range"] == [0, 1] and len(r["acc_matrix"]) == 1 for r in recs)
