@@ -49,6 +49,7 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from benchmark import faults
 from benchmark.config import RunSpec
 from benchmark.executors import (
     ATTEMPTS,
@@ -67,7 +68,7 @@ from benchmark.usage import UsageError
 PACKAGES = ("benchmark", "scenarios", "strategies")  # the suite's own code, shipped to every worker
 EXCLUDES = ["__pycache__", "*.pyc", "*.nbi", "*.nbc"]  # caches (numba's are megabytes): rebuilt where they run
 PLUGINS_FOLDER = "clbench-plugins"
-SHIPPED_ENV = ("CLBENCH_FAULT",)  # the suite's settings read from the environment by a worker
+SHIPPED_ENV = (faults.ENV,)  # the suite's settings that a worker reads from its environment
 AUTH_HINT = ("set RAY_AUTH_MODE=token and give the cluster's token (in ~/.ray/auth_token, RAY_AUTH_TOKEN or "
              "RAY_AUTH_TOKEN_PATH), or start the cluster with RAY_AUTH_MODE=disabled on a trusted network")
 
@@ -93,7 +94,8 @@ def shipped_data_files(specs: Iterable[RunSpec], *, cwd: Path | None = None) -> 
     return found
 
 
-def stage(folder: Path, *, plugin_files: Iterable[str], data_files: Iterable[str], cwd: Path | None = None) -> tuple[str, ...]:
+def stage(folder: Path, *, plugin_files: Iterable[str], data_files: Iterable[str],
+          cwd: Path | None = None) -> tuple[str, ...]:
     """Copy what travels in the job's working folder into ``folder``: each plugin file as
     ``clbench-plugins/<i>/<its name>`` (its name kept, so that messages name the file the user
     knows), each data file at its relative path. Returns the plugin files' paths there."""
@@ -236,7 +238,8 @@ def run_ray(specs: Source | Iterable[RunSpec], *, address: str | None, plugin_fi
                     if deaths[spec.run_id] < ATTEMPTS:
                         retry.append(spec)
                     else:
-                        on_result(_died(spec, exc, attempts=ATTEMPTS, cause="its Ray worker process exited unexpectedly"))
+                        on_result(_died(spec, exc, attempts=ATTEMPTS,
+                                        cause="its Ray worker process exited unexpectedly"))
                     continue
                 except Exception as exc:  # noqa: BLE001 (the task could not run or return)
                     del running[stream]
@@ -279,7 +282,6 @@ def _ray_task(spec: RunSpec, plugin_files: tuple[str, ...], checkpointing: bool,
     ``("progress", done, total)`` after every task, ``("checkpoint", bytes)`` after every
     checkpoint the run saved, and last ``("record", record)``. With ``checkpointing``, the run
     checkpoints into a temporary folder of this worker, starting from ``checkpoint`` if given."""
-    from benchmark import faults
     from benchmark.run_checkpoint import CHECKPOINT_FILE
 
     prepare_worker(plugin_files, 1)

@@ -186,7 +186,8 @@ def cluster(tmp_path_factory):
         _ray(["--head", "--port", str(gcs), "--num-cpus", "0", "--ray-client-server-port", str(client),
               "--dashboard-agent-listen-port", str(agent), *common], cwd=base, env=env)
         _ray(["--address", f"127.0.0.1:{gcs}", "--num-cpus", "2", "--min-worker-port", str(w0),
-              "--max-worker-port", str(w0 + 40), "--dashboard-agent-listen-port", str(node_agent), *common[:3]], cwd=node, env=node_env)
+              "--max-worker-port", str(w0 + 40), "--dashboard-agent-listen-port", str(node_agent), *common[:3]],
+             cwd=node, env=node_env)
         yield f"127.0.0.1:{gcs}", driver, env, guard / "log"
     finally:
         _stop(temp)

@@ -320,8 +320,9 @@ def test_val_fraction_of_a_plugin_stream_evaluates_on_held_out_training_examples
 
 def test_a_plugin_stream_task_range_beyond_its_tasks_and_a_reserved_parameter_are_one_line():
     scenarios.register("pairs")(lambda *, seed: _split_mnist_like(task_labels=False))
-    with pytest.raises(scenarios.ScenarioError, match=r"^pairs: task_range=\[3, 6\] is not a range of the 5 tasks its "
-                                                      r"builder made; allowed: \[start, stop\] with 0 <= start < stop <= 5$"):
+    with pytest.raises(scenarios.ScenarioError, match=r"^pairs: task_range=\[3, 6\] is not a range of the 5 tasks "
+                                                      r"its builder made; allowed: \[start, stop\] with "
+                                                      r"0 <= start < stop <= 5$"):
         scenarios.build("pairs", seed=0, task_range=[3, 6])
     with pytest.raises(scenarios.ScenarioError, match=r"^pairs: task_range=\[2, 2\] is not a range of tasks"):
         scenarios.resolve_params("pairs", task_range=[2, 2])
@@ -337,7 +338,8 @@ def test_a_plugin_stream_returning_our_stream_is_cut_too():
     scenarios.register("ours")(lambda *, seed: scenarios.build("split-mnist", seed=seed))
     whole, part = scenarios.build("ours", seed=1), scenarios.build("ours", seed=1, task_range=[3, 5], val_fraction=0.1)
     assert part.classes_per_task == whole.classes_per_task[3:5] and part.name == "ours"
-    assert [len(y) for _, y, _ in _tensors(part, "test")] == [round(0.1 * len(y)) for _, y, _ in _tensors(whole, "train")[3:]]
+    held = [len(y) for _, y, _ in _tensors(part, "test")]
+    assert held == [round(0.1 * len(y)) for _, y, _ in _tensors(whole, "train")[3:]]
 
 
 def test_clbench_tune_chooses_on_a_plugin_streams_first_tasks(tmp_path, plugin):
