@@ -146,7 +146,7 @@ def remove_stale_temps(folder: Path) -> list[Path]:
         return removed
     for e in entries:
         m = _TEMP.match(e.name)
-        if m and not _alive(int(m.group(1))):
+        if m and not pid_alive(int(m.group(1))):
             try:
                 os.unlink(e.path)
                 removed.append(Path(e.path))
@@ -155,7 +155,8 @@ def remove_stale_temps(folder: Path) -> list[Path]:
     return removed
 
 
-def _alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether the process ``pid`` of this machine still runs (this one does)."""
     if pid == os.getpid():
         return True
     try:

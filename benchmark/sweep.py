@@ -190,7 +190,7 @@ def run_sweep(experiment: Experiment, *, out: str | Path, jobs: int = 1, executo
         if executor == "ray":
             run_ray(claims, address=address, plugin_files=plugin_files, on_result=on_result,
                     on_progress=on_progress if bar is not None else None, checkpoint_dir=where,
-                    data_files=shipped_data_files(pending))
+                    data_files=shipped_data_files(pending) if address else ())
         else:
             run_local(claims, jobs=jobs, plugin_files=plugin_files, on_result=on_result,
                       on_progress=on_progress if bar is not None else None, checkpoint_dir=where,

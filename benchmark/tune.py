@@ -503,7 +503,7 @@ def run_tune(experiment: Experiment, *, out: str | Path, settings: TuneSettings 
         try:
             if executor == "ray":
                 run_ray(trials, address=address, plugin_files=plugin_files, on_result=trials.on_result,
-                        data_files=shipped_data_files(experiment.specs()))
+                        data_files=shipped_data_files(experiment.specs()) if address else ())
             else:
                 run_local(trials, jobs=jobs, plugin_files=plugin_files, on_result=trials.on_result,
                           in_process=in_process)

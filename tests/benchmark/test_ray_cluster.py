@@ -277,6 +277,26 @@ def test_a_killed_worker_resumes_from_the_checkpoint_the_driver_received(cluster
     assert not [line for line in _guard_lines(log) if "guarded" not in line]
 
 
+def test_a_plugin_that_loads_here_but_not_on_the_workers_fails_its_run_with_that_error(cluster):
+    """A plugin importing a module beside it loads in the driver (its folder is the driver's
+    working folder) but not on a worker, which has the plugin file alone: the run is recorded
+    failed with the plugin's own one-line error, and the sweep ends with status 1."""
+    address, driver, env, log = cluster
+    (driver / "helper_here.py").write_text("RATE = 0.1\n")
+    (driver / "needs_helper.py").write_text(PLUGIN + "\nimport helper_here  # noqa: F401 (beside this file)\n")
+    config = dict(CONFIG, name="helper", scenarios=CONFIG["scenarios"][:1], strategies=CONFIG["strategies"][:1])
+    _write_inputs(driver, config, "helper.yaml")
+    proc = _clbench("run", "helper.yaml", "--out", "helper-remote", "--plugin", "needs_helper.py", "--no-progress",
+                    "--executor", "ray", "--address", address, cwd=driver, env=env)
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    (rec,) = _records(driver / "helper-remote").values()
+    first = rec["error"].splitlines()[0]
+    assert rec["status"] == "failed" and "\x1b" not in rec["error"]
+    assert first.startswith("StrategyError: its Ray task failed (plugin clbench-plugins/0/needs_helper.py failed to "
+                            "load: ModuleNotFoundError: No module named 'helper_here'"), first
+    assert not [line for line in _guard_lines(log) if "guarded" not in line]
+
+
 def test_a_connection_refused_for_its_token_is_one_line_with_the_hint(cluster, tmp_path):
     address, driver, env, _ = cluster
     (driver / "plugin.py").write_text(PLUGIN)
