@@ -313,14 +313,11 @@ def build(name: str, *, seed: int = 0, **params: Any) -> Stream:
         return _build_plugin(d, seed=seed, resolved=resolved)
     data = load_source(resolved["source"], data_root=resolved["data_root"], path=resolved["path"],
                        download=resolved["download"])
-    validation = resolved["val_fraction"] is not None
-    if validation:  # the test split never reaches the builder: no test example or label is in the stream
+    if resolved["val_fraction"] is not None:  # the test split never reaches the builder: no test example or label
         data = selection.without_test_split(data)
     task_labelled = bool(resolved.get("task_incremental") or resolved.get("task_labels"))
-    span = resolved["task_range"]
-    tasks = selection.select(d.builder(data, seed=seed, **resolved), task_range=span, task_labelled=task_labelled)
-    if validation:
-        tasks = selection.hold_out(tasks, fraction=resolved["val_fraction"], seed=seed, first=span[0] if span else 0)
+    tasks = selection.apply(d.builder(data, seed=seed, **resolved), task_range=resolved["task_range"],
+                            val_fraction=resolved["val_fraction"], seed=seed, task_labelled=task_labelled)
     return Stream(
         name=d.name,
         params=resolved,
@@ -378,7 +375,6 @@ def _build_plugin(d: StreamDef, *, seed: int, resolved: dict[str, Any]) -> Strea
     if span is not None and span[1] > len(tasks):
         raise ScenarioError(f"{d.name}: task_range={list(span)} is not a range of the {len(tasks)} tasks its builder "
                             f"made; allowed: [start, stop] with 0 <= start < stop <= {len(tasks)}")
-    tasks = selection.select(tasks, task_range=span, task_labelled=task_labelled)
-    if fraction is not None:  # the builder's test split is dropped here: no test example reaches the stream
-        tasks = selection.hold_out(tasks, fraction=fraction, seed=seed, first=span[0] if span else 0)
+    # with val_fraction the builder's test split is dropped here: no test example reaches the stream
+    tasks = selection.apply(tasks, task_range=span, val_fraction=fraction, seed=seed, task_labelled=task_labelled)
     return replace(made, benchmark=to_avalanche(tasks), classes_per_task=tuple(t.classes for t in tasks))

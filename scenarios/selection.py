@@ -91,6 +91,16 @@ def select(tasks: Sequence[TaskData], *, task_range: Sequence[int] | None, task_
     return [replace(t, task_label=i) for i, t in enumerate(part)] if task_labelled else part
 
 
+def apply(tasks: Sequence[TaskData], *, task_range: Sequence[int] | None, val_fraction: float | None, seed: int,
+          task_labelled: bool) -> list[TaskData]:
+    """The part of a stream's tasks that ``task_range`` and ``val_fraction`` ask for
+    (:func:`select`, then :func:`hold_out`); the tasks unchanged when both are None."""
+    part = select(tasks, task_range=task_range, task_labelled=task_labelled)
+    if val_fraction is None:
+        return part
+    return hold_out(part, fraction=val_fraction, seed=seed, first=task_range[0] if task_range else 0)
+
+
 def hold_out(tasks: Sequence[TaskData], *, fraction: float, seed: int, first: int = 0) -> list[TaskData]:
     """Each task with ``held_out(fraction, n)`` of its training examples moved to its test
     split (which they replace), drawn by ``(seed, task)``; task i of ``tasks`` is task
