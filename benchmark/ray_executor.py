@@ -83,8 +83,8 @@ AUTH_HINT = ("set RAY_AUTH_MODE=token and give the cluster's token (in ~/.ray/au
 
 def _death_errors(ray: Any) -> tuple[type[BaseException], ...]:
     """Ray's errors for a task whose worker or node went away (or the object it had made)."""
-    found = (ray.exceptions.WorkerCrashedError, ray.exceptions.NodeDiedError, ray.exceptions.ObjectLostError)
-    return found + tuple(e for e in (getattr(ray.exceptions, "OutOfMemoryError", None),) if e is not None)
+    e = ray.exceptions
+    return (e.WorkerCrashedError, e.NodeDiedError, e.ObjectLostError, e.OutOfMemoryError)
 
 
 class RayConnectionError(UsageError):
@@ -142,18 +142,13 @@ def runtime_env(folder: Path) -> dict[str, Any]:
     return {"working_dir": str(folder), "py_modules": modules, "excludes": list(EXCLUDES), "env_vars": env}
 
 
-def connect(*, address: str | None, env: dict[str, Any], num_cpus: int | None = None) -> None:
-    """``ray.init`` with the job's runtime environment: on the cluster at ``address``, or a
-    local instance. Connecting to an address, Ray's own lines are kept off the terminal (Ray
-    repeats a refused connection's warning every second for about 20 s) and a refusal is one
-    line: :class:`RayConnectionError` naming the address, and what to set when the cluster
-    asked for an authentication token. (A local instance is started with the terminal as it
-    is: the processes it starts would keep a redirected stderr for their lifetime.)"""
+def connect(*, address: str, env: dict[str, Any]) -> None:
+    """``ray.init`` on the cluster at ``address`` with the job's runtime environment ``env``.
+    Ray's own lines are kept off the terminal meanwhile (Ray repeats a refused connection's
+    warning every second for about 20 s) and a refusal is one line: :class:`RayConnectionError`
+    naming the address, and what to set when the cluster asked for an authentication token."""
     import ray
 
-    if not address:
-        ray.init(log_to_driver=False, runtime_env=env, num_cpus=num_cpus or os.cpu_count(), include_dashboard=False)
-        return
     with _stderr_kept() as said:
         try:
             ray.init(log_to_driver=False, runtime_env=env, address=address)
@@ -314,7 +309,8 @@ def _session(*, address: str | None, plugin_files: tuple[str, ...], data_files: 
         yield here
         return
     if not address:  # a local instance: its workers start in this folder and see this disk, as local workers do
-        connect(address=None, env={}, num_cpus=num_cpus)
+        # (started with the terminal as it is: its processes would keep a redirected stderr for their lifetime)
+        ray.init(log_to_driver=False, num_cpus=num_cpus or os.cpu_count(), include_dashboard=False)
         try:
             yield here
         finally:
@@ -322,7 +318,7 @@ def _session(*, address: str | None, plugin_files: tuple[str, ...], data_files: 
         return
     with tempfile.TemporaryDirectory(prefix="clbench-ray-job-") as folder:
         plugins = stage(Path(folder), plugin_files=plugin_files, data_files=data_files)
-        connect(address=address, env=runtime_env(Path(folder)), num_cpus=num_cpus)
+        connect(address=address, env=runtime_env(Path(folder)))
         try:
             yield plugins
         finally:
