@@ -1,6 +1,7 @@
 """VR-MCL's compiled backend (strategies/vrmcl_numba.py) against its reference path
 (strategies/vrmcl.py on look_ahead_meta_loss): the same weights, learned rates, momentum, lagged
-weights and memory after a stream, where the backend applies and where it does not."""
+weights and memory after every minibatch of a stream, each from the reference's state
+(tests/strategies/lockstep.py), where the backend applies; and where it does not."""
 
 import copy
 
@@ -11,6 +12,7 @@ import scenarios
 import strategies
 from benchmark.models import build_model
 from strategies.lamaml import look_ahead_meta_loss
+from tests.strategies.lockstep import ATOL, backends, lockstep
 
 # the paper-MNIST entry's form (first order, one example per inner step) with a tighter clip, so
 # that the inner clamp and the joint-norm clips act, and a memory that fills and replaces early
@@ -52,21 +54,25 @@ def _assert_same_state(fast, slow, atol=1e-5):
 
 
 @pytest.mark.parametrize("case", sorted(STREAMS))
-def test_compiled_backend_equals_the_reference_path_after_a_stream(case):
-    """Three tasks (two task boundaries, where theta_{t-1} is reset to theta_t) of ten
-    minibatches, three meta-updates each; the memory fills during the first task."""
+def test_compiled_backend_equals_the_reference_path_minibatch_by_minibatch(case):
+    """Three tasks (two task boundaries, where theta_{t-1} is reset to theta_t) of fifteen
+    minibatches, three meta-updates each; the memory of 30 fills during the first task and
+    Algorithm R replaces from then on; the clip of 0.5 acts on the inner gradients and the
+    meta-gradients; the rates go below zero."""
     name, params, hidden = STREAMS[case]
-    stream = scenarios.build(name, seed=0, n_tasks=3 if name == "permuted-mnist" else 5, per_task=40,
+    stream = scenarios.build(name, seed=0, n_tasks=3 if name == "permuted-mnist" else 5, per_task=50,
                              test_per_task=10, **params)
     torch.manual_seed(0)
     base = build_model("mlp", input_shape=stream.input_shape, n_classes=stream.n_classes, hidden=hidden)
-    fast = _train(stream, copy.deepcopy(base), fast_path=True)
-    slow = _train(stream, copy.deepcopy(base), fast_path=False)
-    assert fast.report().backend == "numba" and slow.report().backend == "reference"
-    assert fast.memory.seen == 120 and len(fast.memory) == 30
-    _assert_same_state(fast, slow)
-    assert any(bool((a < 0).any()) for a in slow.alphas)  # rates below zero: inner steps use alpha, not relu
-    assert not torch.allclose(fast.lagged[0], next(fast.model.parameters()))  # theta_{t-1} lags one meta-update behind
+    ctx = dict(batch_size=10, n_classes=stream.n_classes, input_shape=stream.input_shape,
+               task_labels=stream.task_labels, classes_per_task=stream.classes_per_task)
+    reference, compiled, built = backends("vr-mcl", base, context=ctx, **HP)
+    report = lockstep(reference, compiled, list(stream.benchmark.train_stream)[:3], atol=ATOL)
+    report.check(minibatches=15)
+    reference = built[0]
+    assert reference.memory.seen == 150 and len(reference.memory) == 30
+    assert any(bool((a < 0).any()) for a in reference.alphas)  # rates below zero: inner steps use alpha, not relu
+    assert not torch.allclose(reference.lagged[0], next(reference.model.parameters()))  # one meta-update behind
 
 
 def test_compiled_backend_resumes_from_a_checkpoint_as_if_uninterrupted():
