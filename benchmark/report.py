@@ -146,6 +146,7 @@ class ReportContent:
     generated: str
     versions: list[dict[str, Any]]
     machines: list[dict[str, Any]]
+    numerics: list[dict[str, Any]]
     configs: list[SavedConfig]
     sections: list[ScenarioSection]
     failed: list[dict[str, Any]]
@@ -327,6 +328,7 @@ def collect(root: str | Path, *, scanned: tuple[list[dict[str, Any]], list[BadRe
     return ReportContent(
         title=title, generated=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         versions=_distinct([r.get("versions") for r in records]), machines=_distinct([r.get("machine") for r in records]),
+        numerics=_distinct([r.get("numerics") for r in records]),
         configs=configs, sections=sections, failed=failed, unreadable=bad, n_runs=len(records),
         records=records, target_notes=target_notes + tuned_notes,
     )
@@ -427,7 +429,16 @@ def _definitions(c: ReportContent) -> list[tuple[str, str]]:
 
 
 def _kv(d: dict[str, Any]) -> str:
-    return ", ".join(f"{k} {v}" for k, v in d.items())
+    return ", ".join(f"{k} {_plain(v)}" for k, v in d.items())
+
+
+def _plain(v: Any) -> str:
+    """A list as its items, a dict as key=value pairs (``none`` when empty), anything else as text."""
+    if isinstance(v, (list, tuple)):
+        return " ".join(map(str, v)) or "none"
+    if isinstance(v, dict):
+        return " ".join(f"{k}={x}" for k, x in v.items()) or "none"
+    return str(v)
 
 
 # -- Markdown ----------------------------------------------------------------------------
@@ -438,6 +449,7 @@ def render_markdown(c: ReportContent) -> str:
     out += ["## Setup", ""]
     out += [f"- Versions: {_kv(v)}" for v in c.versions] or ["- Versions: unknown"]
     out += [f"- Hardware: {_kv(m)}" for m in c.machines] or ["- Hardware: unknown"]
+    out += [f"- Numerics (what decides the float results): {_kv(n)}" for n in c.numerics]
     out.append("")
     for sec in c.sections:
         out += [f"## {sec.label}", ""]
@@ -551,6 +563,7 @@ def render_html(c: ReportContent) -> str:
               f"{len(c.failed)} failed).</p>"), "<h2>Setup</h2><ul>"]
     parts += [f"<li>Versions: {_e(_kv(v))}</li>" for v in c.versions] or ["<li>Versions: unknown</li>"]
     parts += [f"<li>Hardware: {_e(_kv(m))}</li>" for m in c.machines] or ["<li>Hardware: unknown</li>"]
+    parts += [f"<li>Numerics (what decides the float results): {_e(_kv(n))}</li>" for n in c.numerics]
     parts.append("</ul>")
     for sec in c.sections:
         parts.append(f"<h2>{_e(sec.label)}</h2>")

@@ -39,7 +39,7 @@ from benchmark.evaluation import (
 from benchmark.messages import error_line
 from benchmark.metric_names import METRICS
 from benchmark.models import build_model
-from benchmark.provenance import machine, peak_rss_mb, versions
+from benchmark.provenance import machine, numerics, peak_rss_mb, versions
 from benchmark.run_checkpoint import Checkpoints, one_line, save_checkpoint
 from benchmark.stream_metrics import Curves, curve_metrics, stability_gaps
 from strategies import checkpoint as strategy_checkpoint
@@ -110,6 +110,7 @@ def run_one(spec: RunSpec, *, progress: Progress | None = None,
     record: dict[str, Any] = {
         "run_id": spec.run_id, "status": "running", "strategy": spec.strategy, "scenario": spec.scenario,
         "seed": spec.seed, "config": spec.to_dict(), "versions": versions(), "machine": machine(),
+        "numerics": numerics(),
         "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
     ckpt = Checkpoints(checkpoint_dir, spec.run_id) if checkpoint_dir is not None else None

@@ -47,7 +47,9 @@ Two implementations, one algorithm: the reference path (:func:`look_ahead_meta_l
 ``torch.func.functional_call`` on any ``nn.Module``, any device, first and second order) and,
 for first-order meta-gradients of ReLU MLPs in float32 on the CPU (``fast_path``), the compiled
 backend :class:`strategies.lamaml_numba.CompiledLaMAML`. Both give the same meta-loss and
-meta-gradients to float rounding (tested); the run record says which ran (``backend``).
+meta-gradients to float rounding (tested one minibatch at a time from the same state: two float
+runs part for good after a ReLU input rounds to opposite sides of zero); the run record says which
+ran (``backend``).
 """
 
 from __future__ import annotations

@@ -29,8 +29,9 @@ Two implementations, one algorithm: the reference path below (autograd on any ``
 any device) and, for ReLU MLPs in float32 on the CPU (``fast_path``), the compiled backend
 :class:`strategies.mer_numba.CompiledMER`, which runs a whole minibatch of MER in one call
 (Reptile steps and reservoir writes included, zero inputs skipped exactly). Both draw the same
-random numbers in the same order and give the same weights to float rounding (tested); the run
-record says which ran (``backend``: ``numba`` or ``reference``).
+random numbers in the same order and give the same weights to float rounding (tested one
+minibatch at a time from the same state, as in :mod:`strategies.lamaml`); the run record says
+which ran (``backend``: ``numba`` or ``reference``).
 
 Deviations from the official code, none of which changes the algorithm: memory examples of a
 batch are drawn without replacement (the official code reshuffles per draw, which can repeat

@@ -43,8 +43,9 @@ first-order meta-gradients with one example per inner step (``inner_batch_size: 
 configs) on ReLU MLPs in float32 on the CPU (``fast_path``), the compiled backend
 :class:`strategies.vrmcl_numba.CompiledVRMCL` (La-MAML's glance kernel with the clamp, twice,
 then the clips, Eq. 9 and the updates in one kernel). Both make the same random draws in the same
-order and give the same weights, rates, momentum and lagged weights to float rounding (tested);
-the run record says which ran (``backend``: ``numba`` or ``reference``).
+order and give the same weights, rates, momentum and lagged weights to float rounding (tested
+one minibatch at a time from the same state, as in :mod:`strategies.lamaml`); the run record says
+which ran (``backend``: ``numba`` or ``reference``).
 
 Defaults are the README's CIFAR-100 command (lr 0.25, alpha_init 0.1, s_momentum 0.15, s_lr
 0.35, grad_clip_norm 1, inner_batch_size 8, one meta-update per batch, second order, buffer 1000,

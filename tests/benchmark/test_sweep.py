@@ -53,6 +53,8 @@ def test_sweep_writes_run_records_of_the_contract(tiny_sweep):
         assert {"versions", "config", "acc_matrix", "random_init_acc", "metrics", "timing"} <= set(r)
         assert r["config"]["scenario_params"]["n_tasks"] == 3 and "lr" in r["config"]["hparams"]
         assert {"torch", "avalanche", "python"} <= set(r["versions"])
+        assert {"cpu_vendor", "vector_isa", "torch_cpu_capability", "blas", "numba", "numba_cpu", "torch_threads",
+                "settings"} <= set(r["numerics"])
         m = r["acc_matrix"]
         assert len(m) == 3 and all(len(row) == 3 for row in m)
         assert all(0.0 <= a <= 1.0 for row in m for a in row)

@@ -191,20 +191,77 @@ def lockstep(make_reference: Callable[[Any], Any], make_candidate: Callable[[Any
     return report
 
 
+def against(make: Callable[[Any], Any], experiences, expected: Callable[[list, list], list], *, atol: float,
+            seed: int = 1) -> int:
+    """Train ``make(plugin)`` through ``experiences``; after every minibatch its weights must
+    equal ``expected(weights_before, minibatch)`` within ``atol``: an algorithm checked one
+    minibatch at a time, from its own state, against the test's own computation. Returns the
+    number of minibatches compared."""
+    compared = []
+
+    class Check(_plugin_base()):
+        def before_training_iteration(self, strategy, **kwargs):
+            self.before = [p.detach().clone() for p in strategy.model.parameters()]
+            self.batch = [v.clone() for v in strategy.mbatch]
+
+        def after_training_iteration(self, strategy, **kwargs):
+            want = expected(self.before, self.batch)
+            diff, where = differences([p.detach() for p in strategy.model.parameters()], want, atol=atol, rtol=0.0)
+            assert not where, f"minibatch {len(compared)}: {'; '.join(where)}"
+            compared.append(diff)
+
+    torch.manual_seed(seed)
+    strategy = make(Check())
+    for exp in experiences:
+        strategy.train(exp)
+    return len(compared)
+
+
+def factory(name: str, model: torch.nn.Module, *, context: dict, fast_path: bool = True, built: list | None = None,
+            **hp) -> Callable:
+    """A factory for :func:`lockstep`: strategy ``name`` with ``hp`` on a copy of ``model``, the
+    compiled backend on or off (``fast_path``); ``built`` collects what it built."""
+    import strategies
+
+    def build(plugin):
+        ctx = strategies.StrategyContext(**context, plugins=(plugin,))
+        s = strategies.build(name, model=copy.deepcopy(model), context=ctx, **hp)
+        s.fast_path = fast_path
+        if built is not None:
+            built.append(s)
+        return s
+
+    return build
+
+
 def backends(name: str, model: torch.nn.Module, *, context: dict, **hp) -> tuple[Callable, Callable, list]:
     """Factories of strategy ``name`` on copies of ``model`` for :func:`lockstep`: the reference
     path (``fast_path`` off) and the compiled backend (on); the list collects what they built."""
-    import strategies
-
     built: list = []
+    return (factory(name, model, context=context, fast_path=False, built=built, **hp),
+            factory(name, model, context=context, fast_path=True, built=built, **hp), built)
 
-    def factory(fast_path: bool) -> Callable:
-        def build(plugin):
-            ctx = strategies.StrategyContext(**context, plugins=(plugin,))
-            s = strategies.build(name, model=copy.deepcopy(model), context=ctx, **hp)
-            s.fast_path = fast_path
-            built.append(s)
-            return s
-        return build
 
-    return factory(False), factory(True), built
+class ReluMargin:
+    """The smallest |input| of every ``nn.ReLU`` of ``model`` while the block runs (forward
+    hooks; functional_call runs them too, compiled kernels do not). A test that compares two
+    float implementations on fixed data holds on every machine when this margin is far above
+    the two implementations' difference in those inputs: no rounding can move a unit across
+    zero."""
+
+    def __init__(self, model: torch.nn.Module):
+        self.model, self.min = model, float("inf")
+
+    def _hook(self, module, inputs, output):
+        self.min = min(self.min, float(inputs[0].detach().abs().min()))
+
+    def __enter__(self) -> "ReluMargin":
+        self._handles = [m.register_forward_hook(self._hook) for m in self.model.modules()
+                         if isinstance(m, torch.nn.ReLU)]
+        assert self._handles, "the model has no nn.ReLU"
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for h in self._handles:
+            h.remove()
+

@@ -12,7 +12,7 @@ import scenarios
 import strategies
 from benchmark.models import build_model
 from strategies.lamaml import look_ahead_meta_loss
-from tests.strategies.lockstep import ATOL, backends, lockstep
+from tests.strategies.lockstep import ATOL, ReluMargin, backends, lockstep
 
 # the paper-MNIST entry's form (first order, one example per inner step) with a tighter clip, so
 # that the inner clamp and the joint-norm clips act, and a memory that fills and replaces early
@@ -142,7 +142,9 @@ def test_clamped_glance_with_signed_rates_equals_the_reference_path():
     unclamped = kernel.glance(params, rates, (x, y, t), (bx, by, bt), with_rates=True, final_only=False)
     leaves = [p.clone().requires_grad_(True) for p in params]
     rate_leaves = [r.clone().requires_grad_(True) for r in rates]
-    meta = look_ahead_meta_loss(model, names, leaves, rate_leaves, (x, y, t), (bx, by, bt), clamp=clamp)
+    with ReluMargin(model) as margin:
+        meta = look_ahead_meta_loss(model, names, leaves, rate_leaves, (x, y, t), (bx, by, bt), clamp=clamp)
+    assert margin.min > 1e-6, margin.min  # clear of every ReLU tie (test_lamaml.py's glance test says why)
     grads = torch.autograd.grad(meta, leaves + rate_leaves)
     got = kernel.glance(params, rates, (x, y, t), (bx, by, bt), with_rates=True, final_only=False, clamp=clamp)
     assert float(got[0]) == pytest.approx(float(meta.detach()), rel=1e-5)
